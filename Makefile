@@ -1,0 +1,39 @@
+# tunescope: `make demo` runs the default study, `make test` the test suite, `make bench` the benchmarks.
+# Every target bootstraps .venv from a fresh clone first (idempotent: re-installs only when
+# pyproject.toml changes). torch is pinned to the CPU wheel in the same pip command.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TUNESCOPE_CACHE ?= $(CURDIR)/.cache
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test bench lint browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[dev]"
+	touch $(STAMP)
+
+# Headless Chromium renders the report in the tests (Debian package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: $(STAMP)
+	$(BIN)/tunescope run --out runs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+test: $(STAMP) browser lint
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .cache runs bench_out

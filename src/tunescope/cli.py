@@ -1,0 +1,65 @@
+"""The `tunescope` command line: one sub-command per pipeline stage.
+
+Each stage owns a light `cli` module with `register(subparsers)`; heavy imports (torch,
+transformers) happen inside the handlers so that `tunescope --help` is instant.
+A `UserError` anywhere becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from tunescope import __version__
+from tunescope.errors import UserError
+
+# Stage modules, in pipeline order. Each exposes register(subparsers).
+STAGES = (
+    "tunescope.organism.cli",
+    "tunescope.train.cli",
+    "tunescope.evaluate.cli",
+    "tunescope.analyse.cli",
+    "tunescope.intervene.cli",
+    "tunescope.study.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunescope",
+        description="What did SFT and what did RL do to my model? Train, evaluate, diff, restore, report.",
+    )
+    parser.add_argument("--version", action="version", version=f"tunescope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in STAGES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):  # stage not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished artifacts are kept, rerun with --resume where offered", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

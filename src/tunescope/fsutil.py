@@ -1,0 +1,46 @@
+"""Filesystem helpers: write a directory completely or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from tunescope.errors import UserError
+
+
+def check_writable_parent(path: Path) -> None:
+    """Fail with a one-line error when `path` cannot be created."""
+    parent = path.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {path}: {e.strerror}; choose a writable --out") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output directory {path} is not writable; choose a writable --out")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; rename it to `final` when the block succeeds.
+
+    On error the temporary directory is removed and `final` is untouched. A non-empty `final`
+    is an error unless `overwrite` is set.
+    """
+    final = Path(final)
+    check_writable_parent(final)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise UserError(f"output directory {final} exists and is not empty; remove it or choose another --out")
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
