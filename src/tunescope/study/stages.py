@@ -1,0 +1,194 @@
+"""The stage cache: run a study as a list of stages, each cached by a hash of what determines it.
+
+A stage's key hashes its kind, its resolved config and the keys of the stages it reads. Its output is
+a directory `ROOT/stages/<name>-<key>/`, written first as `ROOT/stages/.partial-<name>-<key>/` and
+renamed when complete, with a `stage.json` inside (key, config, inputs, result, wall time, provenance).
+So:
+
+- re-running a finished study finds every directory and does no work;
+- a run killed at any moment (SIGKILL included) leaves at most one partial directory, which the next
+  run discards and redoes, or hands back to the stage when it can resume (training checkpoints);
+- a changed config changes the keys of that stage and of everything downstream, and nothing else.
+
+Stages run in the order given (the runner lists them topologically). One line per stage on stderr
+shows a bar over the study and an estimate of what remains, scaled by how fast the finished stages
+ran against their estimates. A failing stage stops the study with a one-line `UserError` (traceback
+in ROOT/logs/); completed stages are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from tunescope.config import to_dict
+from tunescope.errors import UserError
+from tunescope.provenance import provenance, write_json
+
+STAGE_FILE = "stage.json"
+
+
+@dataclass
+class Context:
+    """What a stage function gets: where to write, its inputs' results, and whether it resumes."""
+
+    out: Path  # the partial directory; everything written here becomes the stage's output
+    inputs: dict[str, dict[str, Any]]  # input stage name -> its record (stage.json: "dir", "result", ...)
+    resume: bool  # a partial directory from an interrupted run was kept for this (resumable) stage
+
+
+@dataclass
+class Stage:
+    name: str  # "train/sft_high/s0": unique, '/' separated
+    kind: str  # organism, train, evaluate, diff, spectrum, intervene, report
+    config: dict[str, Any]  # the resolved config: everything besides inputs that determines the output
+    fn: Callable[[Context], dict[str, Any] | None]  # writes ctx.out, returns a JSON-ready result
+    inputs: list[str] = field(default_factory=list)
+    estimate_s: float = 10.0  # expected wall seconds, for the progress estimate
+    resumable: bool = False  # keep a partial directory and call fn with resume=True
+    valid: Callable[[dict[str, Any]], bool] | None = None  # is a finished output still usable?
+
+
+def stage_key(stage: Stage, input_keys: dict[str, str]) -> str:
+    blob = json.dumps({"kind": stage.kind, "config": to_dict(stage.config), "inputs": input_keys},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _fmt(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class StageRunner:
+    """Runs stages under ROOT/stages with caching; `records` maps stage name -> its stage.json."""
+
+    def __init__(self, root: str | Path, stream: TextIO | None = None):
+        self.root = Path(root)
+        self.dir = self.root / "stages"
+        self.stream = stream if stream is not None else sys.stderr
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def _dirs(self, stage: Stage, key: str) -> tuple[Path, Path]:
+        slug = stage.name.replace("/", ".")
+        return self.dir / f"{slug}-{key}", self.dir / f".partial-{slug}-{key}"
+
+    def plan(self, stages: list[Stage]) -> list[tuple[Stage, str, bool]]:
+        """(stage, key, cached) for each stage, without running anything."""
+        keys: dict[str, str] = {}
+        out = []
+        for st in stages:
+            missing = [i for i in st.inputs if i not in keys]
+            if missing:
+                raise UserError(f"stage {st.name} reads {missing[0]}, which is not listed before it")
+            keys[st.name] = stage_key(st, {i: keys[i] for i in st.inputs})
+            final, _ = self._dirs(st, keys[st.name])
+            out.append((st, keys[st.name], self._finished(st, final) is not None))
+        return out
+
+    def _finished(self, stage: Stage, final: Path) -> dict[str, Any] | None:
+        f = final / STAGE_FILE
+        if not f.is_file():
+            return None
+        try:
+            rec = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            return None
+        rec["dir"] = str(final)
+        if stage.valid is not None and not stage.valid(rec):
+            return None
+        return rec
+
+    def run(self, stages: list[Stage]) -> dict[str, dict[str, Any]]:
+        plan = self.plan(stages)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ratio_num = ratio_den = 0.0  # actual vs estimated seconds of stages run now
+        t_study = time.perf_counter()
+        for i, (st, key, _) in enumerate(plan):
+            final, partial = self._dirs(st, key)
+            rec = self._finished(st, final)
+            todo = [s for s, k, _ in plan[i:] if self._finished(s, self._dirs(s, k)[0]) is None]
+            scale = ratio_num / ratio_den if ratio_den else 1.0
+            left = sum(s.estimate_s for s in todo) * scale
+            self._line(i, len(plan), st.name, "cached" if rec else f"running, ~{_fmt(left)} left")
+            if rec is None:
+                t0 = time.perf_counter()
+                rec = self._execute(st, key, final, partial)
+                wall = time.perf_counter() - t0
+                ratio_num += wall
+                ratio_den += st.estimate_s
+            self.records[st.name] = rec
+        elapsed = time.perf_counter() - t_study
+        print(f"{'':8}all {len(plan)} stages done in {_fmt(elapsed)}", file=self.stream, flush=True)
+        return self.records
+
+    def _line(self, i: int, n: int, name: str, status: str) -> None:
+        width = 20
+        filled = int(width * i / max(n, 1))
+        bar = "█" * filled + "░" * (width - filled)
+        print(f"[{i + 1:>2}/{n}] {bar} {name:<34} {status}", file=self.stream, flush=True)
+
+    def _execute(self, st: Stage, key: str, final: Path, partial: Path) -> dict[str, Any]:
+        resume = st.resumable and partial.is_dir()
+        if partial.exists() and not resume:
+            shutil.rmtree(partial)
+        if final.exists():  # an output that failed `valid`
+            shutil.rmtree(final)
+        partial.mkdir(parents=True, exist_ok=True)
+        ctx = Context(out=partial, inputs={i: self.records[i] for i in st.inputs}, resume=resume)
+        t0 = time.perf_counter()
+        try:
+            result = st.fn(ctx) or {}
+        except UserError as e:
+            raise UserError(f"stage {st.name} failed: {e} (completed stages are kept; fix it and rerun)") from None
+        except Exception as e:  # a bug or an environment problem: one line here, the traceback in a log
+            log = self.root / "logs" / f"{st.name.replace('/', '.')}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(traceback.format_exc())
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UserError(f"stage {st.name} failed with {type(e).__name__}: {first} "
+                            f"(traceback in {log}; completed stages are kept)") from None
+        rec = {"name": st.name, "kind": st.kind, "key": key, "config": to_dict(st.config),
+               "inputs": {i: self.records[i]["key"] for i in st.inputs},
+               "result": _moved(to_dict(result), str(partial), str(final)),
+               "wall_s": round(time.perf_counter() - t0, 3),
+               "provenance": provenance(config=None)}
+        write_json(partial / STAGE_FILE, rec)
+        _fsync_dir(partial)
+        os.replace(partial, final)
+        _fsync_dir(final.parent)
+        rec["dir"] = str(final)
+        return rec
+
+
+def _moved(obj: Any, old: str, new: str) -> Any:
+    """Rewrite paths inside the partial directory to where they live after the rename."""
+    if isinstance(obj, str) and obj.startswith(old):
+        return new + obj[len(old):]
+    if isinstance(obj, list):
+        return [_moved(v, old, new) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _moved(v, old, new) for k, v in obj.items()}
+    return obj
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

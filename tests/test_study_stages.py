@@ -1,0 +1,186 @@
+"""The stage cache: keys, reuse, partial outputs, SIGKILL and resume, failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tunescope.errors import UserError
+from tunescope.study.stages import Context, Stage, StageRunner
+
+# A small real pipeline: a random matrix, its singular values, a summary of them. Stage `slow` writes
+# its rows one file at a time with a pause so that a test can kill it half-way.
+PIPELINE = '''
+import sys, time
+from pathlib import Path
+import numpy as np
+from tunescope.study.stages import Stage, StageRunner
+
+def matrix(ctx):
+    rng = np.random.default_rng(ctx_cfg["seed"])
+    np.save(ctx.out / "w.npy", rng.standard_normal((ctx_cfg["n"], ctx_cfg["n"])))
+    return {"w": str(ctx.out / "w.npy")}
+
+def spectrum(ctx):
+    w = np.load(ctx.inputs["matrix"]["result"]["w"])
+    s = np.linalg.svd(w, compute_uv=False)
+    for i, v in enumerate(s):  # one file per value, slowly
+        (ctx.out / f"s{i:03d}.txt").write_text(repr(float(v)))
+        if i == 2:
+            (Path(sys.argv[2]) / "started").write_text("1")
+        time.sleep(float(sys.argv[3]))
+    return {"n": len(s)}
+
+def summary(ctx):
+    d = Path(ctx.inputs["spectrum"]["dir"])
+    s = [float((d / f"s{i:03d}.txt").read_text()) for i in range(ctx.inputs["spectrum"]["result"]["n"])]
+    (ctx.out / "summary.json").write_text(repr([sum(s), max(s)]))
+
+ctx_cfg = {"seed": int(sys.argv[4]), "n": 8}
+stages = [Stage("matrix", "t", dict(ctx_cfg), matrix),
+          Stage("spectrum", "t", {}, spectrum, inputs=["matrix"]),
+          Stage("summary", "t", {}, summary, inputs=["spectrum"])]
+StageRunner(sys.argv[1]).run(stages)
+'''
+
+
+def _script(tmp_path: Path) -> Path:
+    f = tmp_path / "pipeline.py"
+    f.write_text(PIPELINE)
+    return f
+
+
+def _run(script: Path, root: Path, flag_dir: Path, pause: float, seed: int = 0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(script), str(root), str(flag_dir), str(pause), str(seed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    """Every output file of the finished stages (stage.json excluded: it holds times and paths)."""
+    out = {}
+    for d in sorted((root / "stages").iterdir()):
+        assert not d.name.startswith(".partial"), f"left a partial directory {d.name}"
+        for f in sorted(d.iterdir()):
+            if f.name != "stage.json":
+                out[f"{d.name}/{f.name}"] = f.read_bytes()
+    return out
+
+
+def test_sigkill_mid_stage_then_rerun_gives_the_same_result(tmp_path):
+    script = _script(tmp_path)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    p = _run(script, clean, tmp_path, 0.0)
+    assert p.wait(60) == 0, p.stderr.read()
+
+    p = _run(script, killed, flags, 0.2)
+    deadline = time.time() + 60
+    while not (flags / "started").exists():
+        assert time.time() < deadline and p.poll() is None, "stage never started"
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(10)
+    partial = [d.name for d in (killed / "stages").iterdir() if d.name.startswith(".partial")]
+    assert len(partial) == 1 and "spectrum" in partial[0]
+    assert not any(d.name.startswith("summary") for d in (killed / "stages").iterdir())
+
+    p = _run(script, killed, flags, 0.0)
+    assert p.wait(60) == 0, p.stderr.read()
+    err = p.stderr.read()
+    assert "matrix" in err and "cached" in err  # the finished stage was not redone
+    assert _outputs(killed) == _outputs(clean)
+    # the spectrum really is the SVD of the matrix, recomputed independently
+    w = np.load(next((killed / "stages").glob("matrix-*")) / "w.npy")
+    s = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+    summ = eval((next((killed / "stages").glob("summary-*")) / "summary.json").read_text())
+    assert np.allclose(summ, [s.sum(), s.max()])
+
+
+def _counting_stages(calls: list[str], cfg: dict) -> list[Stage]:
+    def make(name: str):
+        def fn(ctx: Context) -> dict:
+            calls.append(name)
+            upstream = [ctx.inputs[i]["result"]["value"] for i in sorted(ctx.inputs)]
+            value = cfg[name] + sum(upstream)
+            (ctx.out / "value.txt").write_text(str(value))
+            return {"value": value}
+        return fn
+    return [Stage("a", "t", {"v": cfg["a"]}, make("a")),
+            Stage("b", "t", {"v": cfg["b"]}, make("b"), inputs=["a"]),
+            Stage("c", "t", {"v": cfg["c"]}, make("c")),
+            Stage("d", "t", {}, make("d"), inputs=["b", "c"])]
+
+
+def test_rerun_does_nothing_and_a_change_reruns_only_what_it_affects(tmp_path):
+    cfg = {"a": 1, "b": 10, "c": 100, "d": 0}
+    calls: list[str] = []
+    log = io.StringIO()
+    rec = StageRunner(tmp_path, stream=log).run(_counting_stages(calls, cfg))
+    assert calls == ["a", "b", "c", "d"] and rec["d"]["result"]["value"] == 111
+    calls.clear()
+    StageRunner(tmp_path, stream=io.StringIO()).run(_counting_stages(calls, cfg))
+    assert calls == []
+    cfg["c"] = 200  # affects c and d only
+    rec = StageRunner(tmp_path, stream=io.StringIO()).run(_counting_stages(calls, cfg))
+    assert calls == ["c", "d"] and rec["d"]["result"]["value"] == 211
+    calls.clear()
+    cfg["a"] = 2  # affects a, b, d
+    StageRunner(tmp_path, stream=io.StringIO()).run(_counting_stages(calls, cfg))
+    assert calls == ["a", "b", "d"]
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 5 and all("█" in ln or "░" in ln for ln in lines[:4])
+    assert "left" in lines[0]
+
+
+def test_failing_stage_stops_with_one_line_and_keeps_completed(tmp_path):
+    def ok(ctx):
+        (ctx.out / "x").write_text("1")
+
+    def boom(ctx):
+        (ctx.out / "half").write_text("1")
+        raise ValueError("division went wrong\nsecond line")
+
+    calls = []
+    stages = [Stage("ok", "t", {}, ok), Stage("bad", "t", {}, boom, inputs=["ok"]),
+              Stage("after", "t", {}, lambda ctx: calls.append(1))]
+    with pytest.raises(UserError) as e:
+        StageRunner(tmp_path, stream=io.StringIO()).run(stages)
+    msg = str(e.value)
+    assert "\n" not in msg and "stage bad failed with ValueError: division went wrong" in msg
+    assert calls == []
+    log = tmp_path / "logs" / "bad.log"
+    assert "Traceback" in log.read_text()
+    done = [d.name for d in (tmp_path / "stages").iterdir() if not d.name.startswith(".")]
+    assert len(done) == 1 and done[0].startswith("ok-")
+    rec = json.loads((tmp_path / "stages" / done[0] / "stage.json").read_text())
+    assert rec["provenance"]["versions"]["python"]
+
+
+def test_resumable_stage_gets_its_partial_directory_back(tmp_path):
+    seen = []
+
+    def train(ctx):
+        seen.append((ctx.resume, sorted(p.name for p in ctx.out.iterdir())))
+        if not ctx.resume:
+            (ctx.out / "ckpt-1").write_text("1")
+            raise KeyboardInterrupt  # interrupted after a checkpoint
+        (ctx.out / "ckpt-2").write_text("2")
+        return {"last": str(ctx.out / "ckpt-2")}
+
+    st = [Stage("train", "t", {}, train, resumable=True)]
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path, stream=io.StringIO()).run(st)
+    rec = StageRunner(tmp_path, stream=io.StringIO()).run(st)
+    assert seen == [(False, []), (True, ["ckpt-1"])]
+    last = Path(rec["train"]["result"]["last"])  # paths are rewritten to the final directory
+    assert last.read_text() == "2" and ".partial" not in str(last)
