@@ -1,0 +1,245 @@
+"""`restore`: apply one weight edit to every chosen tensor of TARGET and write a model directory.
+
+    restore(ref="runs/sft/checkpoints/step-000140", target="runs/sft/checkpoints/step-001600",
+            out="runs/restored", method="direction", k=0.2)
+
+Streaming: REF and TARGET are read one tensor at a time (`WeightFiles`) and the result is written
+into size-capped shards (`ShardWriter`) inside a temporary directory that is renamed to `out` only
+when everything succeeded (`atomic_dir`). Peak memory is a few copies of the largest matrix.
+Tensors that are not edited are copied bit for bit from TARGET; config, tokenizer and generation
+config come from TARGET too, so `AutoModelForCausalLM.from_pretrained(out)` loads the result.
+A sidecar `tunescope.json` names REF, TARGET, the method, its options and per-tensor figures.
+
+Methods (formulas in `edits.py`): direction, full, values, reset, interpolate.
+
+Which tensors: every tensor of the transformer blocks (SVD methods keep only the 2-D ones, so norms
+stay TARGET's), narrowed by selectors ("q,k@0-3", as in `tunescope.naming`) and by `layers`.
+Tensors outside the blocks (embeddings, LM head, final norm) are edited only with
+`include_embeddings=True`. `layers` is "0-3" (inclusive indices) or "0-25%" (fractions of depth:
+layer i is in when lo·L ≤ i < hi·L, so "0-25%" of 32 layers is 0-7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tunescope.checkpoints import SIDECAR, read_sidecar
+from tunescope.errors import UserError
+from tunescope.fsutil import atomic_dir
+from tunescope.intervene import METHODS, edits
+from tunescope.naming import parse, parse_selector
+from tunescope.naming import select as select_names
+from tunescope.provenance import provenance, write_json
+from tunescope.weights import ShardWriter, WeightFiles
+
+SVD_METHODS = ("direction", "full", "values")
+# Files copied from TARGET besides the weights (config, tokenizer, generation config, remote code).
+AUX_FILES = ("config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
+             "added_tokens.json", "vocab.*", "merges.txt", "chat_template.*", "preprocessor_config.json", "*.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    method: str  # one of METHODS
+    k: float = 0.2  # direction/full: fraction of the rank restored from REF (top k, and tail k with `tail`)
+    tail: bool = False  # direction/full: also restore the bottom k directions
+    layers: str | None = None  # "0-3" or "0-25%"; required for reset, narrows the other methods
+    alpha: float = 0.5  # interpolate: weight of REF, (1 - alpha)·T + alpha·R
+    select: list[str] | None = None  # selectors such as "q,k@0-3"; None: every block tensor
+    include_embeddings: bool = False  # also edit embeddings, LM head and final norm
+    precision: str = "float32"  # SVD / arithmetic dtype: float32 (default) or float64
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}")
+        if not (isinstance(self.k, int | float) and 0.0 <= self.k <= 1.0):
+            raise UserError(f"k = {self.k} is outside [0, 1]; give the fraction of the rank to restore")
+        if not (isinstance(self.alpha, int | float) and 0.0 <= self.alpha <= 1.0):
+            raise UserError(f"alpha = {self.alpha} is outside [0, 1]; 0 gives TARGET, 1 gives REF")
+        if self.precision not in ("float32", "float64"):
+            raise UserError(f"precision {self.precision!r} is not float32 or float64")
+        if self.method == "reset" and not self.layers:
+            raise UserError("method reset needs a layer range, e.g. --layers 0-25% or --layers 0-3")
+        for text in self.select or []:
+            sel = parse_selector(text)
+            outside = sorted((sel.modules or set()) & {"embed", "lm_head"})
+            if outside and not self.include_embeddings:
+                raise UserError(f"selector '{text}' names {outside[0]}; add --include-embeddings to edit it")
+
+
+def parse_layers(text: str, n_layers: int) -> tuple[int, int]:
+    """Inclusive (lo, hi) layer indices for "3", "0-3" or "0-25%" (fractions of `n_layers`)."""
+    num = r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*"
+    m = re.fullmatch(num + r"(?:-" + num + r")?", text)
+    if not m:
+        raise UserError(f"layer range '{text}' must look like 0-3 or 0-25%")
+    a, a_pct, b, b_pct = m.group(1), m.group(2), m.group(3) or m.group(1), m.group(4) or m.group(2)
+    if a_pct or b_pct:
+        lo, hi = Fraction(a) / 100, Fraction(b) / 100  # exact: "7%" of 100 layers is 7, not 7.000001
+        if not 0 <= lo < hi <= 1:
+            raise UserError(f"layer range '{text}' must be low-high within 0-100%")
+        first, last = math.ceil(lo * n_layers), math.ceil(hi * n_layers) - 1  # lo·L ≤ i < hi·L
+        if last < first:
+            raise UserError(f"layer range '{text}' holds no layer of this {n_layers}-layer model; widen it")
+        return first, last
+    if "." in a or "." in b:
+        raise UserError(f"layer range '{text}': layer indices are integers (or write percentages, 0-25%)")
+    lo, hi = int(a), int(b)
+    if hi < lo:
+        raise UserError(f"layer range '{text}' is empty; write it low-high")
+    if hi >= n_layers:
+        raise UserError(f"layer range '{text}' is outside the model, which has layers 0-{n_layers - 1}")
+    return lo, hi
+
+
+def count_layers(model_dir: Path, names: list[str]) -> int:
+    """Number of transformer blocks: config.json's num_hidden_layers, else from tensor names."""
+    cfg_file = model_dir / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        for c in (cfg, cfg.get("text_config") or {}):
+            if isinstance(c.get("num_hidden_layers"), int):
+                return c["num_hidden_layers"]
+    layers = [t.layer for t in map(parse, names) if t.layer is not None]
+    return max(layers) + 1 if layers else 0
+
+
+def chosen_tensors(names: list[str], shapes: dict[str, tuple[int, ...]], opts: RestoreOptions,
+                   layer_range: tuple[int, int] | None) -> list[str]:
+    """Names of the tensors the method edits, in file order (see module docstring)."""
+    block = [n for n in names if parse(n).layer is not None]
+    chosen = select_names(block, opts.select) if opts.select else block
+    if layer_range is not None:
+        lo, hi = layer_range
+        chosen = [n for n in chosen if lo <= parse(n).layer <= hi]
+    if opts.include_embeddings:
+        chosen += [n for n in names if parse(n).layer is None]
+    if opts.method in SVD_METHODS:
+        chosen = [n for n in chosen if len(shapes[n]) == 2]
+    keep = set(chosen)
+    chosen = [n for n in names if n in keep]
+    if not chosen:
+        raise UserError("the selection holds no tensor this method can edit; check --select and --layers")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# One tensor
+
+
+def edit_tensor(opts: RestoreOptions, ref: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The edited tensor (same shape and dtype as `target`)."""
+    dtype = torch.float64 if opts.precision == "float64" else torch.float32
+    if opts.method == "reset":
+        return ref.to(target.dtype)
+    if opts.method == "interpolate":
+        return edits.interpolate(ref, target, opts.alpha, dtype=dtype)
+    if opts.method == "values":
+        return edits.value_restore(ref, target, dtype=dtype)
+    fn = edits.direction_restore if opts.method == "direction" else edits.full_restore
+    return fn(ref, target, opts.k, tail=opts.tail, dtype=dtype)
+
+
+def _record(name: str, opts: RestoreOptions, ref: torch.Tensor, target: torch.Tensor,
+            new: torch.Tensor) -> dict[str, Any]:
+    """Per-tensor figures for the sidecar: restored directions, distance to TARGET and to REF."""
+    t, r, w = target.float(), ref.float(), new.float()
+    row: dict[str, Any] = {"name": name, "shape": list(target.shape)}
+    if opts.method in ("direction", "full"):
+        rank = min(target.shape)
+        mask = edits.restored_positions(rank, opts.k, opts.tail)
+        top = edits.n_directions(opts.k, rank)
+        row.update(rank=rank, top=top, tail=int(mask.sum()) - top)
+    row["rel_to_target"] = float(torch.linalg.vector_norm(w - t) / max(torch.linalg.vector_norm(t), 1e-30))
+    row["rel_to_ref"] = float(torch.linalg.vector_norm(w - r) / max(torch.linalg.vector_norm(r), 1e-30))
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole model directory
+
+
+def _check_pair(ref: WeightFiles, target: WeightFiles, chosen: list[str]) -> None:
+    """Same shapes for every tensor the two share; every edited tensor present in REF."""
+    for name in target.names():
+        if name in ref and ref.shape(name) != target.shape(name):
+            raise UserError(f"REF and TARGET differ in shape at {name}: {list(ref.shape(name))} vs "
+                            f"{list(target.shape(name))}; pass two checkpoints of one architecture")
+    for name in chosen:
+        if name not in ref:
+            raise UserError(f"tensor {name} is in TARGET but missing from REF {ref.dir}")
+
+
+def _copy_aux(src: Path, dst: Path) -> list[str]:
+    copied = []
+    for pattern in AUX_FILES:
+        for f in sorted(src.glob(pattern)):
+            if f.is_file() and not (dst / f.name).exists():
+                shutil.copy2(f, dst / f.name)
+                copied.append(f.name)
+    return copied
+
+
+def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *, k: float = 0.2,
+            tail: bool = False, layers: str | None = None, alpha: float = 0.5, select: list[str] | None = None,
+            include_embeddings: bool = False, precision: str = "float32",
+            max_shard_bytes: int = 2 * 1024**3, progress: bool = True) -> Path:
+    """Write TARGET with `method` applied against REF to the new model directory `out`; return `out`.
+
+    Raises UserError (nothing written) for an unknown method, k or alpha outside [0, 1], a layer
+    range outside the model, REF/TARGET of different shapes, or a non-empty `out`.
+    """
+    opts = RestoreOptions(method=method, k=k, tail=tail, layers=layers, alpha=alpha,
+                          select=list(select) if select else None, include_embeddings=include_embeddings,
+                          precision=precision)
+    ref, target, out = Path(ref), Path(target), Path(out)
+    if not (target / "config.json").is_file():
+        raise UserError(f"TARGET {target} has no config.json; pass a Hugging Face model directory")
+    ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)
+    names = tgt_w.names()
+    n_layers = count_layers(target, names)
+    layer_range = parse_layers(opts.layers, n_layers) if opts.layers else None
+    chosen = chosen_tensors(names, {n: tgt_w.shape(n) for n in names}, opts, layer_range)
+    _check_pair(ref_w, tgt_w, chosen)
+    edit = set(chosen)
+
+    records = []
+    with atomic_dir(out) as tmp:
+        writer = ShardWriter(tmp, max_shard_bytes=max_shard_bytes)
+        for name in tqdm(names, desc=f"restore ({method})", unit="tensor", disable=not progress):
+            t = tgt_w.get(name)
+            if name in edit:
+                r = ref_w.get(name)
+                new = edit_tensor(opts, r, t)
+                records.append(_record(name, opts, r, t, new))
+                t = new
+            writer.add(name, t)
+        writer.close()
+        copied = _copy_aux(target, tmp)
+        side = {
+            "intervention": {
+                "method": method, "ref": str(ref.resolve()), "target": str(target.resolve()),
+                "options": asdict(opts), "layer_range": list(layer_range) if layer_range else None,
+                "n_layers": n_layers, "edited_tensors": len(records), "copied_files": copied,
+                "tensors": records,
+            },
+            "target_sidecar": read_sidecar(target),
+            "provenance": provenance(config=asdict(opts)),
+        }
+        write_json(tmp / SIDECAR, side)
+    return out
+
