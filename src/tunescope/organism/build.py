@@ -1,0 +1,218 @@
+"""Build the model organism once per configuration: tokenizer -> pretraining -> model directory.
+
+    from tunescope.organism import build
+    path = build("default")          # ~/.cache/tunescope/organisms/default-<hash>/
+
+The result is a standard Hugging Face model directory (config.json, model.safetensors,
+generation_config.json, tokenizer files with a chat template) plus `tunescope.json`, the sidecar
+with the recipe, seed, versions, git revision, pretraining stats and a sha256 of every file.
+
+Caching: the directory name carries a hash of the recipe and of the source of the code that
+makes the corpus and trains the model (tunescope/world, tunescope/organism), so a change to
+either rebuilds. A cache hit is verified against the sidecar's checksums; a corrupt entry is
+reported on stderr, deleted and rebuilt, never used. Builds are written with `atomic_dir` and
+serialised with a file lock, so concurrent test sessions never see a half-written organism.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunescope.config import config_hash, to_dict
+from tunescope.errors import UserError
+from tunescope.fsutil import atomic_dir, check_writable_parent
+from tunescope.provenance import provenance, write_json
+
+SIDECAR = "tunescope.json"
+REQUIRED = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "chat_template.jinja")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines an organism. Its hash names the cache entry."""
+
+    preset: str  # model size, a builder in tunescope.organism.model.MODELS
+    vocab_size: int  # BPE vocabulary including special and format tokens
+    corpus_size: int  # examples drawn from tunescope.world.corpus.pretraining_examples
+    epochs: float  # passes over the packed corpus; more memorises facts better, costs linear time
+    batch_size: int  # blocks of `context` tokens per optimiser step
+    lr: float  # peak AdamW learning rate, cosine-decayed to 0
+    warmup: float  # fraction of steps of linear warm-up
+    weight_decay: float  # AdamW decoupled weight decay
+
+
+PRESETS: dict[str, Recipe] = {
+    "smoke": Recipe(preset="smoke", vocab_size=512, corpus_size=300, epochs=1.0, batch_size=8,
+                    lr=3e-3, warmup=0.1, weight_decay=0.0),
+    "default": Recipe(preset="default", vocab_size=2048, corpus_size=20000, epochs=3.0, batch_size=16,
+                      lr=2e-3, warmup=0.05, weight_decay=0.1),
+}
+
+
+def recipe_for(preset: str) -> Recipe:
+    """The recipe of a named preset; a UserError listing the presets otherwise."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown organism preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def cache_root() -> Path:
+    """`$TUNESCOPE_CACHE/organisms` (TUNESCOPE_CACHE defaults to ~/.cache/tunescope)."""
+    base = os.environ.get("TUNESCOPE_CACHE") or Path.home() / ".cache" / "tunescope"
+    return Path(base) / "organisms"
+
+
+def _code_fingerprint() -> str:
+    """sha256 of the source that makes the corpus and trains the organism."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for folder in ("world", "organism"):
+        for path in sorted((root / folder).glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(recipe: Recipe, seed: int) -> str:
+    """`<preset>-<hash>`: the cache directory name of an organism."""
+    return f"{recipe.preset}-{config_hash({'recipe': recipe, 'seed': seed, 'code': _code_fingerprint()})}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(path: Path, key: str | None = None) -> str | None:
+    """None when `path` is a complete organism (matching `key` if given), else what is wrong."""
+    try:
+        side = json.loads((path / SIDECAR).read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable {SIDECAR} ({e.__class__.__name__})"
+    if not isinstance(side, dict) or side.get("kind") != "organism" or not isinstance(side.get("files"), dict):
+        return f"{SIDECAR} is not an organism sidecar"
+    if key is not None and side.get("cache_key") != key:
+        return f"{SIDECAR} belongs to {side.get('cache_key')!r}, not {key!r}"
+    files = side["files"]
+    for name in REQUIRED:
+        if name not in files:
+            return f"{SIDECAR} lists no {name}"
+    for name, digest in files.items():
+        try:
+            if _sha256(path / name) != digest:
+                return f"{name} does not match its checksum"
+        except OSError:
+            return f"{name} is missing or unreadable"
+    return None
+
+
+def _log(msg: str) -> None:
+    print(f"[organism] {msg}", file=sys.stderr, flush=True)
+
+
+def _make(recipe: Recipe, seed: int, key: str, dest: Path) -> None:
+    """Train the tokenizer and the model and write the organism into the empty directory `dest`."""
+    from transformers import GenerationConfig
+
+    from tunescope.organism.model import MODELS
+    from tunescope.organism.pretrain import pack, pretrain
+    from tunescope.organism.tokenizer import train_tokenizer
+    from tunescope.world import corpus
+
+    t0 = time.perf_counter()
+    _log(f"building {key}: corpus")
+    examples = corpus.pretraining_examples(seed, recipe.corpus_size)
+
+    _log(f"tokenizer: byte-level BPE, vocab {recipe.vocab_size}")
+    model_config = MODELS[recipe.preset](recipe.vocab_size)
+    context = model_config.max_position_embeddings
+    tokenizer = train_tokenizer(corpus.tokenizer_texts(seed), recipe.vocab_size, context)
+    model_config.vocab_size = len(tokenizer)  # BPE may stop short of the target on a small corpus
+
+    blocks = pack(tokenizer, examples, context, seed)  # (N, T)
+    _log(f"pretraining: {blocks.shape[0]} blocks x {context} tokens x {recipe.epochs} epochs")
+    model, stats = pretrain(model_config, blocks, seed=seed, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                            lr=recipe.lr, warmup=recipe.warmup, weight_decay=recipe.weight_decay,
+                            desc=f"pretrain {recipe.preset}")
+
+    _log(f"saving (final loss {stats['final_loss']})")
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=256)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    files = {p.name: _sha256(p) for p in sorted(dest.iterdir()) if p.is_file()}
+    stats["build_wall_s"] = round(time.perf_counter() - t0, 1)
+    write_json(dest / SIDECAR, provenance(
+        config=to_dict(recipe), seed=seed, kind="organism", cache_key=key,
+        model_config=model_config.to_diff_dict(),
+        corpus={"examples": len(examples), "mixture": corpus_mixture(examples)},
+        pretraining=stats, files=files))
+
+
+def corpus_mixture(examples: list[dict]) -> dict[str, int]:
+    """Counts of examples by kind (the `domain` field when the world provides one)."""
+    counts: dict[str, int] = {}
+    for ex in examples:
+        name = ex.get("domain") or ("chat" if "messages" in ex else "text")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def build(preset: str = "smoke", out: Path | None = None, seed: int = 0) -> Path:
+    """Return the directory of the organism for (`preset`, `seed`), building it if not cached.
+
+    With `out`, the organism is also copied there (which must not exist or be empty) and `out` is
+    returned.
+    """
+    recipe = recipe_for(preset)
+    if out is not None:
+        out = Path(out)
+        check_writable_parent(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"output directory {out} exists and is not empty; remove it or choose another --out")
+    key = cache_key(recipe, seed)
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create cache directory {root}: {e.strerror}; set TUNESCOPE_CACHE") from None
+    path = root / key
+    with open(root / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same organism
+        if path.exists():
+            problem = verify(path, key)
+            if problem is None:
+                _log(f"cached: {path}")
+            else:
+                _log(f"cache entry {path} is corrupt ({problem}); rebuilding it")
+                shutil.rmtree(path)
+        if not path.exists():
+            with atomic_dir(path) as tmp:
+                _make(recipe, seed, key, tmp)
+            _log(f"built: {path}")
+    if out is None:
+        return path
+    with atomic_dir(out, overwrite=True) as tmp:
+        for item in path.iterdir():
+            shutil.copy2(item, tmp / item.name)
+    _log(f"copied to {out}")
+    return out
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """The sidecar of an organism directory."""
+    return json.loads((Path(path) / SIDECAR).read_text())
+
