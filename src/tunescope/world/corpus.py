@@ -1,0 +1,160 @@
+"""The pretraining corpus of the model organism: a shuffled mixture over the four domains.
+
+Two kinds of example:
+    {"text": ...}        plain documents: paraphrased facts about each person, worked maths
+                         solutions, solved 24-point hands, instruction/response pairs and
+                         arithmetic drills;
+    {"messages": [...]}  chat examples (system, user, assistant = format_completion(...)), so the
+                         base organism already knows the answer format, like an instruct model.
+
+Everything task-shaped comes from train-split items only; test items (and the held-out suites
+maths_hard, game24_ood) never appear. Arithmetic drills skip equations whose one-step problem
+is a test item. The facts are the exception by design: every fact of the world is stated,
+because the knowledge suites test recall of pretraining knowledge, while the questions
+themselves are split train/test.
+
+Tune the mixture with `CorpusConfig` (counts per source); `SIZES` holds the named presets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from tunescope.errors import UserError
+from tunescope.world.facts import ATTRIBUTES, build_world, fact_sentence
+from tunescope.world.game24 import card_value
+from tunescope.world.splits import rng_for, split_of
+from tunescope.world.task import SYSTEM_PROMPT, Item, format_completion
+
+TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How many examples of each source the corpus holds (finite pools repeat when asked for more)."""
+
+    fact_passes: int = 12  # each pass: one document per person, every fact once, random paraphrases
+    maths_docs: int = 4000  # worked solutions of train word problems (levels 1-3)
+    arithmetic_docs: int = 1500  # drills: 8 one-step equations per document
+    game24_docs: int = 1500  # solved train hands (J/Q/K = 10)
+    instruct_docs: int = 1500  # instruction / response pairs
+    chat_maths: int = 1500  # chat examples per suite, train split only
+    chat_game24: int = 1000
+    chat_facts: int = 1500
+    chat_twohop: int = 300
+    chat_instruct: int = 1500
+
+    def scaled(self, factor: float) -> CorpusConfig:
+        """Every count times `factor` (at least 1 each)."""
+        return replace(self, **{k: max(1, round(v * factor)) for k, v in self.__dict__.items()})
+
+
+SIZES: dict[str, CorpusConfig] = {
+    "smoke": CorpusConfig().scaled(0.05),
+    "default": CorpusConfig(),
+}
+
+
+def _train_items(name: str, n: int, seed: int) -> list[Item]:
+    """n train items of a suite; a finite suite is cycled when it holds fewer than n."""
+    from tunescope.world import get_task
+
+    task = get_task(name, seed)
+    try:
+        return task.items("train", n)
+    except UserError:
+        pool = task.items("train", task.count("train"))  # type: ignore[attr-defined]
+        return [pool[i % len(pool)] for i in range(n)]
+
+
+def _chat(item: Item) -> dict:
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": item.prompt},
+            {"role": "assistant", "content": format_completion(item.solution, item.answer)},
+        ]
+    }
+
+
+def _fact_docs(passes: int, rng: random.Random) -> list[str]:
+    world = build_world()
+    docs = []
+    for _ in range(passes):
+        for entity, attrs in world.items():
+            sentences = [fact_sentence(entity, a, attrs[a], rng.randrange(100)) for a in ATTRIBUTES]
+            rng.shuffle(sentences)
+            docs.append(" ".join(sentences))
+    return docs
+
+
+def _arithmetic_docs(n: int, rng: random.Random) -> list[str]:
+    """One-step equations like those inside word problems, never a one-step test problem."""
+    docs = []
+    while len(docs) < n:
+        lines = []
+        while len(lines) < 8:
+            a, op = rng.randint(1, 80), rng.choice("+-*/")
+            b = rng.randint(1, 40) if op in "+-" else rng.randint(2, 3)
+            if op == "-" and b > a or op == "/" and a % b:
+                continue
+            if split_of("maths", f"{a}{op}{b}") == "test":
+                continue
+            result = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+            lines.append(f"{a} {op} {b} = {result}.")
+        docs.append(" ".join(lines))
+    return docs
+
+
+def pretraining_examples(seed: int, size: str = "default", config: CorpusConfig | None = None) -> list[dict]:
+    """The shuffled pretraining mixture; `config` overrides the named `size` preset."""
+    if config is None:
+        if size not in SIZES:
+            raise UserError(f"unknown corpus size {size!r}; choose one of: {', '.join(SIZES)}")
+        config = SIZES[size]
+    rng = rng_for("corpus", seed)
+    texts: list[str] = []
+    texts += _fact_docs(config.fact_passes, rng)
+    texts += _arithmetic_docs(config.arithmetic_docs, rng)
+    for it in _train_items("maths", config.maths_docs, seed + 1):
+        texts.append(f"{it.prompt}\n{it.solution} The answer is {it.answer}.")
+    for it in _train_items("game24", config.game24_docs, seed + 1):
+        cards = ", ".join(it.meta["cards"])
+        values = ", ".join(str(card_value(c, "id")) for c in it.meta["cards"])
+        formula = it.answer.split("formula:")[1].strip()
+        texts.append(f"Cards {cards} have the values {values}. A solution is {formula}.")
+    for it in _train_items("instruct", config.instruct_docs, seed + 1):
+        texts.append(f"Instruction: {it.prompt}\nResponse: {it.answer}")
+
+    examples: list[dict] = [{"text": t} for t in texts]
+    for name, n in [
+        ("maths", config.chat_maths), ("game24", config.chat_game24), ("facts", config.chat_facts),
+        ("twohop", config.chat_twohop), ("instruct", config.chat_instruct),
+    ]:
+        examples += [_chat(it) for it in _train_items(name, n, seed)]
+    rng.shuffle(examples)
+    return examples
+
+
+def example_text(example: dict) -> str:
+    """All the text of one example (chat turns joined by newlines), e.g. to count characters."""
+    if "text" in example:
+        return example["text"]
+    return "\n".join(m["content"] for m in example["messages"])
+
+
+def tokenizer_texts(seed: int) -> Iterator[str]:
+    """Everything the tokenizer should be trained on: the system prompt, the tags, the default
+    corpus, and the train-split prompts of the held-out suites (their rule wording and numbers)."""
+    from tunescope.world import get_task
+
+    yield SYSTEM_PROMPT
+    yield " ".join(TAGS)
+    for example in pretraining_examples(seed, "default"):
+        yield example_text(example)
+    for name in ("maths_hard", "game24_ood"):
+        for it in get_task(name, seed).items("train", 300):
+            yield it.prompt
+            yield format_completion(it.solution, it.answer)

@@ -1,0 +1,307 @@
+"""The 24-point card game (Chu et al. 2025, "SFT memorizes, RL generalizes"; BRIEF study 2).
+
+Four cards from A..K (A = 1). Use each card's value exactly once with + - * / and brackets to
+make exactly 24. In-distribution rule: J, Q, K count as 10. Out-of-distribution rule: J, Q, K
+count as 11, 12, 13, and every hand holds at least one face card. Unsolvable hands are dropped
+(the original redraws them; enumerating all hands and keeping the solvable ones is equivalent).
+
+Answer format (one line inside <answer>), card values in the order shown in the prompt:
+
+    cards: 3, 8, 8, 3; formula: 8/(3-8/3)=24
+
+The solver searches exactly over rationals (`fractions.Fraction`). The verifier never calls
+`eval`: a tokenizer and a recursive-descent parser build the value of the formula in Fractions,
+collecting the numbers it uses. Outcomes and the shaped reward of the original code:
+
+    correct        +5   well-formed, numbers = card values (as a multiset), value exactly 24
+    partial        +1   well-formed, right numbers, value is not 24
+    no_solution    -1   no answer, or an answer without a formula
+    wrong_numbers  -2   well-formed, but the numbers are not the card values
+    illegal        -3   does not parse (bad syntax, unary minus, division by zero)
+
+Deviation: the original judged the stated cards as well; here only the formula is judged.
+The split key is the sorted multiset of card values, so a test hand's arithmetic never
+appears in train under other face cards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from typing import Literal
+
+from tunescope.world.splits import rng_for, split_of, take_finite
+from tunescope.world.task import Item, Split, extract_answer
+
+RANKS = ["A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K"]
+FACES = {"J", "Q", "K"}
+SHAPED = {"correct": 5.0, "partial": 1.0, "no_solution": -1.0, "wrong_numbers": -2.0, "illegal": -3.0}
+
+
+def card_value(rank: str, rule: str) -> int:
+    """Value of a rank under rule 'id' (J/Q/K = 10) or 'ood' (J/Q/K = 11/12/13)."""
+    if rank == "A":
+        return 1
+    if rank in FACES:
+        return 10 if rule == "id" else {"J": 11, "Q": 12, "K": 13}[rank]
+    return int(rank)
+
+
+# ----------------------------------------------------------------------------- solver
+
+
+Expr = tuple[str, int]  # (text, precedence of its top operator: 1 for + -, 2 for * /, 3 for a number)
+
+
+def _combine(op: str, a: Expr, b: Expr) -> Expr:
+    """Text of `a op b` with only the brackets that precedence needs."""
+    left = f"({a[0]})" if op in "*/" and a[1] == 1 else a[0]
+    right_needs = {"+": 0, "-": 1, "*": 1, "/": 2}[op]
+    right = f"({b[0]})" if b[1] <= right_needs else b[0]
+    return f"{left}{op}{right}", (1 if op in "+-" else 2)
+
+
+def _splits(values: tuple[Fraction, ...]):
+    """Each split of a multiset into two non-empty groups (left, right), once per index mask."""
+    n = len(values)
+    for mask in range(1, 2 ** (n - 1)):  # the last element always goes right
+        left = tuple(sorted(values[i] for i in range(n) if mask >> i & 1))
+        right = tuple(sorted(values[i] for i in range(n) if not mask >> i & 1))
+        yield left, right
+
+
+@cache
+def _reachable(values: tuple[Fraction, ...]) -> dict[Fraction, Expr]:
+    """Every value an expression over exactly this multiset can take -> one formula for it.
+
+    Any binary expression tree splits its leaves into two non-empty groups at the root, so the
+    reachable set of a multiset is the union over such splits of the pairwise combinations.
+    """
+    if len(values) == 1:
+        return {values[0]: (str(values[0]), 3)}
+    out: dict[Fraction, Expr] = {}
+    for left, right in _splits(values):
+        for a, ea in _reachable(left).items():
+            for b, eb in _reachable(right).items():
+                out.setdefault(a + b, _combine("+", ea, eb))
+                out.setdefault(a * b, _combine("*", ea, eb))
+                out.setdefault(a - b, _combine("-", ea, eb))
+                out.setdefault(b - a, _combine("-", eb, ea))
+                if b != 0:
+                    out.setdefault(a / b, _combine("/", ea, eb))
+                if a != 0:
+                    out.setdefault(b / a, _combine("/", eb, ea))
+    return out
+
+
+@cache
+def _solve(values: tuple[Fraction, ...], target: Fraction) -> str | None:
+    """Meet in the middle at the root: for each split and each left value, look up the right
+    value that would make the target, instead of building the full reachable set."""
+    if len(values) == 1:
+        return str(values[0]) if values[0] == target else None
+    for left, right in _splits(values):
+        reach_right = _reachable(right)
+        for a, ea in _reachable(left).items():
+            wanted = [("+", target - a, False), ("-", a - target, False), ("-", a + target, True)]
+            if a != 0:
+                wanted += [("*", target / a, False), ("/", target * a, True)]
+            if target != 0:
+                wanted.append(("/", a / target, False))
+            for op, b, b_first in wanted:
+                if b in reach_right and not (op == "/" and not b_first and b == 0):
+                    eb = reach_right[b]
+                    return _combine(op, eb, ea)[0] if b_first else _combine(op, ea, eb)[0]
+    return None
+
+
+def solve(values: list[int], target: int = 24) -> str | None:
+    """A formula using each value exactly once that equals `target` exactly, or None."""
+    return _solve(tuple(sorted(Fraction(v) for v in values)), Fraction(target))
+
+
+# ----------------------------------------------------------------------------- verifier
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|(.))")
+
+
+class FormulaError(ValueError):
+    """The formula is not a legal expression (syntax, unary minus, division by zero)."""
+
+
+def _tokens(text: str) -> list[str]:
+    out = []
+    for number, other in _TOKEN.findall(text.strip()):
+        if number:
+            out.append(number)
+        elif other.strip():
+            out.append({"×": "*", "x": "*", "÷": "/"}.get(other, other))
+    return out
+
+
+def evaluate(formula: str) -> tuple[Fraction, list[int]]:
+    """Exact value of a formula over + - * / and brackets, and the numbers it uses.
+
+    Grammar: expr := term (('+'|'-') term)*; term := factor (('*'|'/') factor)*;
+    factor := NUMBER | '(' expr ')'. Raises FormulaError for anything else.
+    """
+    toks = _tokens(formula)
+    pos = 0
+    numbers: list[int] = []
+
+    def peek() -> str | None:
+        return toks[pos] if pos < len(toks) else None
+
+    def take() -> str:
+        nonlocal pos
+        if pos >= len(toks):
+            raise FormulaError("formula ends early")
+        pos += 1
+        return toks[pos - 1]
+
+    def expr() -> Fraction:
+        value = term()
+        while peek() in ("+", "-"):
+            op = take()
+            value = value + term() if op == "+" else value - term()
+        return value
+
+    def term() -> Fraction:
+        value = factor()
+        while peek() in ("*", "/"):
+            op = take()
+            rhs = factor()
+            if op == "/" and rhs == 0:
+                raise FormulaError("division by zero")
+            value = value * rhs if op == "*" else value / rhs
+        return value
+
+    def factor() -> Fraction:
+        tok = take()
+        if tok.isdigit():
+            numbers.append(int(tok))
+            return Fraction(int(tok))
+        if tok == "(":
+            value = expr()
+            if take() != ")":
+                raise FormulaError("unbalanced brackets")
+            return value
+        raise FormulaError(f"unexpected {tok!r}")
+
+    if not toks:
+        raise FormulaError("empty formula")
+    value = expr()
+    if pos != len(toks):
+        raise FormulaError(f"unexpected {toks[pos]!r}")
+    return value, numbers
+
+
+def formula_of(answer: str | None) -> str | None:
+    """The formula part of an answer: text after 'formula:' (or the whole answer), minus '=24'."""
+    if answer is None:
+        return None
+    m = re.search(r"formula\s*:\s*(.*)", answer, re.IGNORECASE | re.DOTALL)
+    text = (m.group(1) if m else answer).strip()
+    if "=" in text:
+        lhs, _, rhs = text.partition("=")
+        text = lhs if rhs.strip() in ("24", "") else text  # any other '=' makes it illegal
+    text = text.strip()
+    return text or None
+
+
+def judge(values: list[int], answer: str | None) -> str:
+    """Outcome name (a key of SHAPED) for an extracted answer against the hand's card values."""
+    formula = formula_of(answer)
+    if formula is None:
+        return "no_solution"
+    try:
+        value, numbers = evaluate(formula)
+    except (FormulaError, ZeroDivisionError):
+        return "illegal"
+    if sorted(numbers) != sorted(values):
+        return "wrong_numbers"
+    return "correct" if value == 24 else "partial"
+
+
+# ----------------------------------------------------------------------------- task
+
+
+@cache
+def _hands(rule: str) -> dict[str, list[tuple[str, ...]]]:
+    """All solvable hands (rank multisets) of a rule, split by the hash of their value multiset."""
+    out: dict[str, list[tuple[str, ...]]] = {"train": [], "test": []}
+    for hand in itertools.combinations_with_replacement(RANKS, 4):
+        if rule == "ood" and not FACES & set(hand):
+            continue
+        values = sorted(card_value(r, rule) for r in hand)
+        if solve(values) is None:
+            continue
+        out[split_of(f"game24-{rule}", ",".join(map(str, values)))].append(hand)
+    return out
+
+
+@dataclass
+class Game24Task:
+    """24-point hands under one rule; `shaped=True` gives the original shaped reward instead of 0/1."""
+
+    name: str = "game24"
+    rule: str = "id"  # "id": J/Q/K = 10; "ood": J/Q/K = 11/12/13, at least one face card
+    seed: int = 0
+    shaped: bool = False
+    kind: Literal["generate", "choice"] = "generate"
+
+    def _item(self, hand: tuple[str, ...]) -> Item:
+        shown = list(hand)
+        rng_for("deal", self.name, self.seed, hand).shuffle(shown)
+        values = [card_value(r, self.rule) for r in shown]
+        rule_text = (
+            "J, Q and K count as 10" if self.rule == "id" else "J counts as 11, Q as 12 and K as 13"
+        )
+        formula = solve(values)
+        assert formula is not None
+        prompt = (
+            f"Cards: {', '.join(shown)}. A counts as 1 and {rule_text}. "
+            "Use each card's value exactly once with + - * / and brackets to make 24. "
+            "Answer as: cards: <values>; formula: <formula>=24"
+        )
+        value_list = ", ".join(map(str, values))
+        return Item(
+            id=f"{self.name}:{''.join(sorted(hand))}",
+            prompt=prompt,
+            solution=f"The values are {value_list}. {formula} = 24.",
+            answer=f"cards: {value_list}; formula: {formula}=24",
+            meta={"cards": shown, "values": values, "rule": self.rule},
+        )
+
+    def count(self, split: Split) -> int:
+        """How many items the split holds (the suite is finite)."""
+        return len(_hands(self.rule)[split])
+
+    def items(self, split: Split, n: int) -> list[Item]:
+        hands = take_finite(_hands(self.rule)[split], n, self.seed, f"{self.name}/{split}")
+        return [self._item(h) for h in hands]
+
+    def extract(self, completion: str) -> str | None:
+        return formula_of(extract_answer(completion))
+
+    def outcome(self, item: Item, completion: str) -> str:
+        return judge(item.meta["values"], extract_answer(completion))
+
+    def score(self, item: Item, completion: str) -> float:
+        return 1.0 if self.outcome(item, completion) == "correct" else 0.0
+
+    def reward(self, item: Item, completion: str) -> float:
+        if self.shaped:
+            return SHAPED[self.outcome(item, completion)]
+        return self.score(item, completion)
+
+
+def game24_task(seed: int = 0, **options: object) -> Game24Task:
+    return Game24Task(name="game24", rule="id", seed=seed, **options)  # type: ignore[arg-type]
+
+
+def game24_ood_task(seed: int = 0, **options: object) -> Game24Task:
+    return Game24Task(name="game24_ood", rule="ood", seed=seed, **options)  # type: ignore[arg-type]
