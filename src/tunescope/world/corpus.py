@@ -108,34 +108,54 @@ def _arithmetic_docs(n: int, rng: random.Random) -> list[str]:
     return docs
 
 
-def pretraining_examples(seed: int, size: str = "default", config: CorpusConfig | None = None) -> list[dict]:
-    """The shuffled pretraining mixture; `config` overrides the named `size` preset."""
+def total_examples(config: CorpusConfig) -> int:
+    """Number of examples a config produces (documents of all fact passes count one each)."""
+    counts = dict(config.__dict__)
+    return counts.pop("fact_passes") * len(build_world()) + sum(counts.values())
+
+
+def pretraining_examples(
+    seed: int, size: str | int = "default", config: CorpusConfig | None = None
+) -> list[dict]:
+    """The shuffled pretraining mixture.
+
+    `size` names a preset in SIZES, or is a number of examples: the default mixture scaled to
+    about that many (then cut to exactly that many). `config` overrides both. Every example
+    carries a `domain` field naming its source (e.g. "facts", "chat:maths").
+    """
+    n_total: int | None = None
     if config is None:
-        if size not in SIZES:
-            raise UserError(f"unknown corpus size {size!r}; choose one of: {', '.join(SIZES)}")
-        config = SIZES[size]
+        if isinstance(size, int) and not isinstance(size, bool):
+            if size < 1:
+                raise UserError(f"corpus size must be >= 1 example, got {size}")
+            n_total = size
+            config = SIZES["default"].scaled(size / total_examples(SIZES["default"]))
+        elif size in SIZES:
+            config = SIZES[size]
+        else:
+            raise UserError(f"unknown corpus size {size!r}; choose one of: {', '.join(SIZES)} or a count")
     rng = rng_for("corpus", seed)
-    texts: list[str] = []
-    texts += _fact_docs(config.fact_passes, rng)
-    texts += _arithmetic_docs(config.arithmetic_docs, rng)
+    texts: list[tuple[str, str]] = []
+    texts += [("facts", t) for t in _fact_docs(config.fact_passes, rng)]
+    texts += [("arithmetic", t) for t in _arithmetic_docs(config.arithmetic_docs, rng)]
     for it in _train_items("maths", config.maths_docs, seed + 1):
-        texts.append(f"{it.prompt}\n{it.solution} The answer is {it.answer}.")
+        texts.append(("maths", f"{it.prompt}\n{it.solution} The answer is {it.answer}."))
     for it in _train_items("game24", config.game24_docs, seed + 1):
         cards = ", ".join(it.meta["cards"])
         values = ", ".join(str(card_value(c, "id")) for c in it.meta["cards"])
         formula = it.answer.split("formula:")[1].strip()
-        texts.append(f"Cards {cards} have the values {values}. A solution is {formula}.")
+        texts.append(("game24", f"Cards {cards} have the values {values}. A solution is {formula}."))
     for it in _train_items("instruct", config.instruct_docs, seed + 1):
-        texts.append(f"Instruction: {it.prompt}\nResponse: {it.answer}")
+        texts.append(("instruct", f"Instruction: {it.prompt}\nResponse: {it.answer}"))
 
-    examples: list[dict] = [{"text": t} for t in texts]
+    examples: list[dict] = [{"text": t, "domain": d} for d, t in texts]
     for name, n in [
         ("maths", config.chat_maths), ("game24", config.chat_game24), ("facts", config.chat_facts),
         ("twohop", config.chat_twohop), ("instruct", config.chat_instruct),
     ]:
-        examples += [_chat(it) for it in _train_items(name, n, seed)]
+        examples += [{**_chat(it), "domain": f"chat:{name}"} for it in _train_items(name, n, seed)]
     rng.shuffle(examples)
-    return examples
+    return examples if n_total is None else examples[:n_total]
 
 
 def example_text(example: dict) -> str:
