@@ -46,6 +46,7 @@ class WeightFiles:
                     for k in h.keys():
                         self.file_of[k] = f
         self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._handles: dict[Path, object] = {}
         for f in sorted(set(self.file_of.values())):
             if not f.is_file():
                 raise UserError(f"shard {f.name} named in {INDEX} is missing from {self.dir}")
@@ -53,6 +54,10 @@ class WeightFiles:
                 for k in h.keys():
                     sl = h.get_slice(k)
                     self._meta[k] = (tuple(sl.get_shape()), sl.get_dtype())
+        for k, f in self.file_of.items():
+            if k not in self._meta:
+                raise UserError(f"tensor {k} is listed in {INDEX} of {self.dir} but missing from {f.name}; "
+                                "re-save the model")
 
     def names(self) -> list[str]:
         """Tensor names in file order (stable across identical architectures)."""
@@ -78,6 +83,24 @@ class WeightFiles:
             raise UserError(f"tensor {name} is missing from {self.dir}")
         with safe_open(self.file_of[name], framework="pt") as h:
             t = h.get_tensor(name)
+        return t.to(dtype) if dtype is not None else t
+
+    def rows(self, name: str, start: int, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Rows start:stop of a tensor (first dimension), read without loading the rest of it.
+
+        Shard handles stay open (memory-mapped) between calls, so many small reads are cheap.
+        A 0-d tensor is returned whole as shape (1,).
+        """
+        if name not in self.file_of:
+            raise UserError(f"tensor {name} is missing from {self.dir}")
+        f = self.file_of[name]
+        h = self._handles.get(f)
+        if h is None:
+            h = self._handles[f] = safe_open(f, framework="pt")
+        if not self.shape(name):
+            t = h.get_tensor(name).reshape(1)
+        else:
+            t = h.get_slice(name)[start:stop]
         return t.to(dtype) if dtype is not None else t
 
     def iter(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:

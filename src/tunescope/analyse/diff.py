@@ -1,0 +1,238 @@
+"""Update magnitudes: how far each weight matrix moved from the base model, per checkpoint.
+
+For every stored tensor (fused ones split into their parts, see `layout`) and every checkpoint:
+
+    rel_change   = ||W_ckpt - W_base||_F / ||W_base||_F
+    delta_fro    = ||W_ckpt - W_base||_F
+    base_fro     = ||W_base||_F
+    frac_changed = #{ |W_ckpt - W_base| > tolerance } / numel      (absolute tolerance, per entry)
+    nonfinite    = #{ entries where W_base or W_ckpt is NaN or Inf }
+
+This is the weight analysis of "Scalpel vs. Hammer: GRPO amplifies existing capabilities, SFT
+replaces them" (Rajani et al., 2025): per layer and matrix type (q, k, v, o, gate, up, down), with
+embeddings, LM head and norms reported apart and kept out of the module means. Deviations:
+differences are taken in float32 from the stored values (bf16 is cast exactly), because an RL
+update is often near bf16's resolution (2^-8 relative) and a bf16 subtraction would round it away;
+frac_changed adds the "how sparse is the update" view of Mukherjee et al. (2025, "RL finetunes
+small subnetworks"), whose default tolerance of 1e-5 we keep. Norms over NaN/Inf entries are
+taken over the finite entries only, and the count is reported in `nonfinite`.
+
+Streaming: tensors are the outer loop and checkpoints the inner one, so each base tensor is read
+once however many checkpoints there are; big tensors are read in row blocks of `chunk_elems`
+entries, so memory stays a few blocks whatever the model size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from tunescope.analyse.layout import Part, parts, read_config
+from tunescope.checkpoints import ModelRef
+from tunescope.errors import UserError
+from tunescope.provenance import provenance, write_json
+from tunescope.weights import WeightFiles
+
+DEFAULT_TOLERANCE = 1e-5
+CHUNK_ELEMS = 1 << 24  # 16M entries = 64 MB in float32 per block
+
+COLUMNS = ["checkpoint", "step", "fraction", "method", "tensor", "part", "layer", "module", "param", "dtype",
+           "numel", "rel_change", "delta_fro", "base_fro", "frac_changed", "tolerance", "nonfinite"]
+
+
+# --------------------------------------------------------------------------- input checks
+
+def check_same_layout(base: WeightFiles, other: WeightFiles) -> None:
+    """Same tensor names and shapes, or an error naming the first tensor that differs."""
+    for name in base.names():
+        if name not in other:
+            raise UserError(f"tensor {name} of {base.dir} is missing from {other.dir}; "
+                            "compare checkpoints of the same model")
+        if other.shape(name) != base.shape(name):
+            raise UserError(f"tensor {name} has shape {list(base.shape(name))} in {base.dir} but "
+                            f"{list(other.shape(name))} in {other.dir}; the models have different architectures")
+    extra = [n for n in other.names() if n not in base]
+    if extra:
+        raise UserError(f"tensor {extra[0]} of {other.dir} is not in {base.dir}; "
+                        "the models have different architectures")
+
+
+# --------------------------------------------------------------------------- accumulation
+
+@dataclass
+class _Acc:
+    """Running sums for one (part, checkpoint)."""
+
+    delta_sq: float = 0.0
+    changed: int = 0
+    nonfinite: int = 0
+    numel: int = 0
+
+
+@dataclass
+class _BaseAcc:
+    base_sq: float = 0.0
+    per_ckpt: list[_Acc] = field(default_factory=list)
+
+
+def _sq_norm(x: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+    """(sum of squares over finite entries, mask of non-finite entries or None)."""
+    s = float(torch.linalg.vector_norm(x, dtype=torch.float32)) ** 2
+    if math.isfinite(s):
+        return s, None
+    bad = ~torch.isfinite(x)
+    s = float(torch.linalg.vector_norm(x.masked_fill(bad, 0.0))) ** 2
+    return s, bad
+
+
+def _accumulate(delta: torch.Tensor, tol: float, acc: _Acc) -> None:
+    """Add one block of a part's update (float32, any shape) to its running sums."""
+    sq, bad = _sq_norm(delta)
+    acc.delta_sq += sq
+    acc.numel += delta.numel()
+    if bad is not None:
+        acc.nonfinite += int(bad.sum())
+        delta = delta.masked_fill(bad, 0.0)
+    if tol > 0:
+        acc.changed += int(torch.count_nonzero(delta.abs() > tol))
+    else:
+        acc.changed += int(torch.count_nonzero(delta))
+
+
+def row_blocks(shape: tuple[int, ...], chunk_elems: int) -> list[tuple[int, int]]:
+    """Row ranges that cover a tensor in blocks of about chunk_elems entries."""
+    if not shape:
+        return [(0, 1)]
+    per_row = max(1, math.prod(shape[1:]))
+    step = max(1, chunk_elems // per_row)
+    return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)] or [(0, 0)]
+
+
+def diff_tensor(name: str, ps: list[Part], base: WeightFiles, ckpts: list[WeightFiles], tol: float,
+                chunk_elems: int) -> list[_BaseAcc]:
+    """Running sums for every part of one tensor against every checkpoint (base read once)."""
+    accs = [_BaseAcc(per_ckpt=[_Acc() for _ in ckpts]) for _ in ps]
+    for r0, r1 in row_blocks(base.shape(name), chunk_elems):
+        b = base.rows(name, r0, r1, torch.float32)  # (rows, ...) one block of the base tensor
+        b_parts = [p.view(b, r0) for p in ps]
+        for a, bp in zip(accs, b_parts):
+            if bp is not None:
+                a.base_sq += _sq_norm(bp)[0]
+        for k, ck in enumerate(ckpts):
+            d = ck.rows(name, r0, r1, torch.float32)
+            d.sub_(b)  # (rows, ...) update block, in float32
+            for a, p in zip(accs, ps):
+                dp = p.view(d, r0)
+                if dp is not None:
+                    _accumulate(dp, tol, a.per_ckpt[k])
+            del d
+    return accs
+
+
+# --------------------------------------------------------------------------- public API
+
+def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAULT_TOLERANCE,
+         parquet: bool = False, chunk_elems: int = CHUNK_ELEMS, progress: bool = True) -> pd.DataFrame:
+    """Diff every checkpoint in `models` against `base`; write the tables next to `out`; return the long table.
+
+    Files: `out` (CSV, long format, one row per tensor part and checkpoint), `<stem>.by_module.csv`,
+    `<stem>.by_layer.csv`, `<stem>.provenance.json`, and `out` with suffix .parquet when asked.
+    """
+    if tolerance < 0:
+        raise UserError(f"tolerance must be >= 0, got {tolerance}")
+    if not models:
+        raise UserError("no checkpoints to compare; pass at least one model or run directory")
+    out = Path(out)
+    base_w = WeightFiles(base)
+    ckpts = [WeightFiles(m.path) for m in models]
+    for c in ckpts:
+        check_same_layout(base_w, c)
+    config = read_config(base)
+    names = base_w.names()
+
+    rows = []
+    for name in tqdm(names, desc="diff", unit="tensor", disable=not progress, file=None):
+        ps = parts(name, base_w.shape(name), config)
+        accs = diff_tensor(name, ps, base_w, ckpts, tolerance, chunk_elems)
+        for p, a in zip(ps, accs):
+            base_fro = math.sqrt(a.base_sq)
+            for k, (m, ck, c) in enumerate(zip(models, ckpts, a.per_ckpt)):
+                delta_fro = math.sqrt(c.delta_sq)
+                rows.append({
+                    "checkpoint": m.name, "step": m.step, "fraction": m.fraction, "method": m.method,
+                    "tensor": name, "part": p.part, "layer": p.layer, "module": p.module, "param": p.param,
+                    "dtype": ck.dtype(name), "numel": c.numel,
+                    "rel_change": delta_fro / base_fro if base_fro > 0 else (0.0 if delta_fro == 0 else math.inf),
+                    "delta_fro": delta_fro, "base_fro": base_fro,
+                    "frac_changed": c.changed / c.numel if c.numel else 0.0,
+                    "tolerance": tolerance, "nonfinite": c.nonfinite, "_k": k,
+                })
+    rows.sort(key=lambda r: r["_k"])  # stable: checkpoint, then tensor file order
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table["layer"] = table["layer"].astype("Int64")
+    table["step"] = table["step"].astype("Int64")
+
+    by_module, by_layer = summaries(table)
+    _write_csv(table, out)
+    _write_csv(by_module, out.with_name(out.stem + ".by_module.csv"))
+    _write_csv(by_layer, out.with_name(out.stem + ".by_layer.csv"))
+    if parquet:
+        tmp = out.with_name(out.stem + ".parquet.tmp")
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, out.with_suffix(".parquet"))
+    write_json(out.with_name(out.stem + ".provenance.json"), provenance(
+        config={"base": str(base), "models": [str(m.path) for m in models], "tolerance": tolerance,
+                "chunk_elems": chunk_elems, "compute_dtype": "float32"},
+        seed=None, stage="analyse.diff", n_tensors=len(names)))
+    return table
+
+
+def summaries(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-module and per-layer summaries over the q/k/v/o/gate/up/down weight parts.
+
+    by_module: one row per checkpoint and module: mean/median/max of rel_change over layers, and the
+    pooled change sqrt(sum delta_fro^2) / sqrt(sum base_fro^2); plus module "all" (every matrix).
+    by_layer: one row per checkpoint, layer and module (rel_change), plus module "mean" per layer.
+    """
+    from tunescope.naming import MODULES
+
+    keys = ["checkpoint", "step", "fraction", "method"]
+    t = table[(table["param"] == "weight") & table["module"].isin(MODULES)].copy()
+    t["delta_sq"], t["base_sq"] = t["delta_fro"] ** 2, t["base_fro"] ** 2
+
+    def agg(g: pd.core.groupby.DataFrameGroupBy) -> pd.DataFrame:
+        r = g.agg(mean_rel_change=("rel_change", "mean"), median_rel_change=("rel_change", "median"),
+                  max_rel_change=("rel_change", "max"), delta_sq=("delta_sq", "sum"),
+                  base_sq=("base_sq", "sum"), mean_frac_changed=("frac_changed", "mean"),
+                  n_matrices=("rel_change", "size"), nonfinite=("nonfinite", "sum")).reset_index()
+        r["pooled_rel_change"] = (r["delta_sq"] / r["base_sq"]) ** 0.5
+        return r.drop(columns=["delta_sq", "base_sq"])
+
+    per_mod = agg(t.groupby(keys + ["module"], dropna=False, sort=False))
+    all_mod = agg(t.groupby(keys, dropna=False, sort=False)).assign(module="all")
+    by_module = pd.concat([per_mod, all_mod[per_mod.columns]], ignore_index=True)
+
+    lay = t.groupby(keys + ["layer", "module"], dropna=False, sort=False)["rel_change"].mean().reset_index()
+    mean = lay.groupby(keys + ["layer"], dropna=False, sort=False)["rel_change"].mean().reset_index()
+    by_layer = pd.concat([lay, mean.assign(module="mean")[lay.columns]], ignore_index=True)
+
+    # order: checkpoints as given, then layer, then module in the study's order
+    ck = {c: i for i, c in enumerate(dict.fromkeys(table["checkpoint"]))}
+    mod = {m: i for i, m in enumerate((*MODULES, "all", "mean"))}
+    by_module = by_module.assign(_c=by_module["checkpoint"].map(ck), _m=by_module["module"].map(mod))
+    by_module = by_module.sort_values(["_c", "_m"], kind="stable").drop(columns=["_c", "_m"])
+    by_layer = by_layer.assign(_c=by_layer["checkpoint"].map(ck), _m=by_layer["module"].map(mod))
+    by_layer = by_layer.sort_values(["_c", "layer", "_m"], kind="stable").drop(columns=["_c", "_m"])
+    return by_module.reset_index(drop=True), by_layer.reset_index(drop=True)
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)

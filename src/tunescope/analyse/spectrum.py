@@ -1,0 +1,195 @@
+"""Spectra: did fine-tuning change singular *values* or singular *directions*?
+
+For every 2-D weight matrix (fused tensors split, GPT-2 Conv1D transposed to (out, in); see
+`layout`), with reference R and target T of shape (m, n), r = min(m, n), and the thin SVDs
+R = U_R diag(s_R) V_R^T, T = U_T diag(s_T) V_T^T, ΔW = T - R:
+
+Per rank i (table `per_rank`):
+    rel_sigma_change_i = (s_T,i - s_R,i) / s_R,i
+    u_align_i = |u_R,i^T u_T,i|,  v_align_i = |v_R,i^T v_T,i|      (index-matched, sign-free)
+
+Per matrix and subspace size k = max(1, round(k_frac * r)) (table `per_matrix`):
+    principal angles θ_1..θ_k between span(U_R[:, :k]) and span(U_T[:, :k]) (same for V):
+        cos θ = svdvals(U_R,k^T U_T,k); small angles from sin θ = svdvals(U_T,k - U_R,k U_R,k^T U_T,k),
+        as scipy.linalg.subspace_angles does, so that float32 resolves tiny rotations;
+        reported as mean and max, in degrees (angle_u_mean, angle_u_max, angle_v_...)
+    proj_dist_u = ||U_R,k U_R,k^T - U_T,k U_T,k^T||_F = sqrt(2 Σ sin² θ)
+    matched_u   = mean_i max_j |u_R,i^T u_T,j|, i, j < k       (1 = every top vector kept)
+    rotation split: mean principal angle of the head (ranks [0, k)), bulk ([k, r-k)) and tail
+        ([r-k, r)) subspaces, R against T (rot_head_u, rot_bulk_u, rot_tail_u, and for V;
+        the bulk is NaN when 2k >= r)
+    energy of the update inside R's singular basis, C = U_R^T ΔW V_R (r x r):
+        energy_in_basis_diag    = Σ_i C_ii² / ||ΔW||_F²      (pure singular-value change)
+        energy_in_basis_offdiag = Σ_{i≠j} C_ij² / ||ΔW||_F²  (mixing of directions)
+        energy_in_basis_total   = ||C||_F² / ||ΔW||_F²       (< 1 only for non-square matrices)
+        energy_topk_diag / energy_topk_offdiag: the same restricted to C[:k, :k]
+    mean_abs_rel_sigma_change = mean_i |Δs_i| / s_R,i (the same on every k row)
+
+These are the diagnostics of "RL is neither a panacea nor a mirage" (Jin et al., 2025) as their
+code computes them (SVD in float32, principal angles from U_R,k^T U_T,k, projection distance,
+matched alignment, diagonal/off-diagonal energy). Deviations: principal angles also use the sine
+formula for small angles (the arccos of a float32 cosine cannot resolve angles below ~0.03°), the
+projection distance is computed from the angles instead of forming m x m projectors, and the
+head/bulk/tail split is made explicit as principal angles of rank bands. The SVD runs on CUDA when
+available; float32 by default, float64 on request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from tunescope.analyse.diff import check_same_layout
+from tunescope.analyse.layout import Part, parts, read_config
+from tunescope.errors import UserError
+from tunescope.naming import Selector, parse_selector
+from tunescope.provenance import provenance, write_json
+from tunescope.weights import WeightFiles
+
+DEFAULT_RANKS = (0.01, 0.05, 0.1, 0.2, 0.5)
+
+
+# --------------------------------------------------------------------------- metrics on one matrix
+
+def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between the column spans of orthonormal a, b: (m, k)."""
+    m = a.mT @ b  # (k, k)
+    cos = torch.linalg.svdvals(m).clamp(max=1.0)  # descending -> angles ascending
+    sin = torch.linalg.svdvals(b - a @ m).clamp(max=1.0).flip(0)  # ascending -> angles ascending
+    return torch.where(cos**2 >= 0.5, torch.arcsin(sin), torch.arccos(cos))
+
+
+def _band_angle(a: torch.Tensor, b: torch.Tensor, lo: int, hi: int) -> float:
+    if hi <= lo:
+        return math.nan
+    return math.degrees(float(principal_angles(a[:, lo:hi], b[:, lo:hi]).mean()))
+
+
+def matrix_metrics(w_ref: torch.Tensor, w_tgt: torch.Tensor, k_fracs: Sequence[float],
+                   dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """Per-rank arrays and one dict of metrics per k_frac for a pair of (m, n) matrices."""
+    r_, t_ = w_ref.to(dtype), w_tgt.to(dtype)
+    u_r, s_r, vh_r = torch.linalg.svd(r_, full_matrices=False)  # (m, r), (r,), (r, n)
+    u_t, s_t, vh_t = torch.linalg.svd(t_, full_matrices=False)
+    v_r, v_t = vh_r.mT, vh_t.mT  # (n, r)
+    r = s_r.shape[0]
+    rel = (s_t - s_r) / s_r  # (r,)
+    per_rank = {"sigma_ref": s_r, "sigma_target": s_t, "rel_sigma_change": rel,
+                "u_align": (u_r * u_t).sum(0).abs(), "v_align": (v_r * v_t).sum(0).abs()}
+
+    dw = t_ - r_  # (m, n)
+    dw_sq = float((dw * dw).sum())
+    c = u_r.mT @ dw @ v_r  # (r, r) update in R's singular basis
+    c_sq = c * c
+    diag_sq, tot_sq = float(c_sq.diagonal().sum()), float(c_sq.sum())
+    share = (lambda x: x / dw_sq) if dw_sq > 0 else (lambda x: math.nan)
+    mean_abs_rel = float(rel.abs().nanmean())
+
+    rows = []
+    for frac in k_fracs:
+        k = min(r, max(1, round(frac * r)))
+        row: dict[str, float] = {"k_frac": frac, "k": k}
+        for side, a, b in (("u", u_r, u_t), ("v", v_r, v_t)):
+            ang = principal_angles(a[:, :k], b[:, :k])
+            row[f"angle_{side}_mean"] = math.degrees(float(ang.mean()))
+            row[f"angle_{side}_max"] = math.degrees(float(ang.max()))
+            row[f"proj_dist_{side}"] = math.sqrt(2.0 * float((torch.sin(ang) ** 2).sum()))
+            row[f"matched_{side}"] = float((a[:, :k].mT @ b[:, :k]).abs().amax(1).mean())
+            row[f"rot_head_{side}"] = row[f"angle_{side}_mean"]
+            row[f"rot_bulk_{side}"] = _band_angle(a, b, k, r - k)
+            row[f"rot_tail_{side}"] = _band_angle(a, b, max(r - k, 0), r)
+        ck = c_sq[:k, :k]
+        ck_diag = float(ck.diagonal().sum())
+        row |= {"energy_in_basis_diag": share(diag_sq), "energy_in_basis_offdiag": share(tot_sq - diag_sq),
+                "energy_in_basis_total": share(tot_sq), "energy_topk_diag": share(ck_diag),
+                "energy_topk_offdiag": share(float(ck.sum()) - ck_diag),
+                "mean_abs_rel_sigma_change": mean_abs_rel}
+        rows.append(row)
+    return per_rank, rows
+
+
+# --------------------------------------------------------------------------- over a whole model
+
+def _device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for but CUDA is not available; use --device cpu")
+    return torch.device(device)
+
+
+def _selected(p: Part, sels: list[Selector]) -> bool:
+    if not sels:
+        return True
+    for s in sels:
+        if s.modules is not None and p.module not in s.modules:
+            continue
+        if s.layers is not None and (p.layer is None or not s.layers[0] <= p.layer <= s.layers[1]):
+            continue
+        return True
+    return False
+
+
+def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAULT_RANKS,
+             select: Sequence[str] | None = None, device: str | None = None,
+             dtype: torch.dtype = torch.float32, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Spectral comparison of every 2-D matrix of `target` against `ref`.
+
+    Writes `out` (CSV, per matrix and k), `<stem>.per_rank.csv` and `<stem>.provenance.json`;
+    returns {"per_matrix": ..., "per_rank": ...}. `select` narrows the matrices with selectors
+    such as "q,k@0-7" (module types of the split parts).
+    """
+    ranks = list(ranks)
+    if not ranks or any(not 0 < f <= 1 for f in ranks):
+        raise UserError(f"--ranks must be fractions in (0, 1], got {ranks}")
+    sels = [parse_selector(s) for s in (select or [])]
+    dev = _device(device)
+    ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)
+    check_same_layout(ref_w, tgt_w)
+    config = read_config(ref)
+
+    todo = [p for n in ref_w.names() if len(ref_w.shape(n)) == 2
+            for p in parts(n, ref_w.shape(n), config) if p.param == "weight" and _selected(p, sels)]
+    if not todo:
+        raise UserError("no 2-D weight matrix matches the selection; check --select")
+    mats, per_rank = [], []
+    loaded: tuple[str, torch.Tensor, torch.Tensor] | None = None
+    for p in tqdm(todo, desc="spectrum", unit="matrix", disable=not progress):
+        if loaded is None or loaded[0] != p.tensor:  # fused tensors: read once for all parts
+            loaded = (p.tensor, ref_w.get(p.tensor).to(dev), tgt_w.get(p.tensor).to(dev))
+        a, b = p.matrix(loaded[1]), p.matrix(loaded[2])  # (out, in)
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            mats.append({"tensor": p.tensor, "part": p.part, "layer": p.layer, "module": p.module,
+                         "rows": a.shape[0], "cols": a.shape[1], "nonfinite": True})
+            continue
+        ranked, rows = matrix_metrics(a, b, ranks, dtype)
+        ids = {"tensor": p.tensor, "part": p.part, "layer": p.layer, "module": p.module}
+        r = ranked["sigma_ref"].shape[0]
+        pr = pd.DataFrame({k: v.double().cpu().numpy() for k, v in ranked.items()})
+        pr.insert(0, "rank_frac", (torch.arange(r, dtype=torch.float64) / r).numpy())
+        pr.insert(0, "rank", range(r))
+        per_rank.append(pr.assign(**ids)[[*ids, *pr.columns]])
+        mats += [ids | {"rows": a.shape[0], "cols": a.shape[1], "nonfinite": False} | row for row in rows]
+
+    per_matrix = pd.DataFrame(mats)
+    per_rank_df = pd.concat(per_rank, ignore_index=True) if per_rank else pd.DataFrame()
+    for df in (per_matrix, per_rank_df):
+        if "layer" in df:
+            df["layer"] = df["layer"].astype("Int64")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for df, path in ((per_matrix, out), (per_rank_df, out.with_name(out.stem + ".per_rank.csv"))):
+        tmp = path.with_name(path.name + ".tmp")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    write_json(out.with_name(out.stem + ".provenance.json"), provenance(
+        config={"ref": str(ref), "target": str(target), "ranks": ranks, "select": list(select or []),
+                "device": str(dev), "svd_dtype": str(dtype).removeprefix("torch.")},
+        seed=None, stage="analyse.spectrum", n_matrices=len(todo)))
+    return {"per_matrix": per_matrix, "per_rank": per_rank_df}
