@@ -8,9 +8,9 @@ generation_config.json, tokenizer files with a chat template) plus `tunescope.js
 with the recipe, seed, versions, git revision, pretraining stats and a sha256 of every file.
 
 Caching: the directory name carries a hash of the recipe and of the source of the code that
-makes the corpus and trains the model (tunescope/world, tunescope/organism), so a change to
-either rebuilds. A cache hit is verified against the sidecar's checksums; a corrupt entry is
-reported on stderr, deleted and rebuilt, never used. Builds are written with `atomic_dir` and
+makes the corpus and trains the model (tunescope/world/*.py and the organism's tokenizer, model
+and pretrain modules), so a change to either rebuilds. A cache hit is verified against the
+sidecar's checksums; a corrupt entry is reported on stderr, deleted and rebuilt, never used. Builds are written with `atomic_dir` and
 serialised with a file lock, so concurrent test sessions never see a half-written organism.
 """
 
@@ -43,7 +43,7 @@ class Recipe:
 
     preset: str  # model size, a builder in tunescope.organism.model.MODELS
     vocab_size: int  # BPE vocabulary including special and format tokens
-    corpus_size: int  # examples drawn from tunescope.world.corpus.pretraining_examples
+    corpus: str  # a named mixture of tunescope.world.corpus.SIZES (counts of examples per source)
     epochs: float  # passes over the packed corpus; more memorises facts better, costs linear time
     batch_size: int  # blocks of `context` tokens per optimiser step
     lr: float  # peak AdamW learning rate, cosine-decayed to 0
@@ -52,9 +52,9 @@ class Recipe:
 
 
 PRESETS: dict[str, Recipe] = {
-    "smoke": Recipe(preset="smoke", vocab_size=512, corpus_size=300, epochs=1.0, batch_size=8,
+    "smoke": Recipe(preset="smoke", vocab_size=512, corpus="smoke", epochs=1.0, batch_size=8,
                     lr=3e-3, warmup=0.1, weight_decay=0.0),
-    "default": Recipe(preset="default", vocab_size=2048, corpus_size=20000, epochs=3.0, batch_size=16,
+    "default": Recipe(preset="default", vocab_size=2048, corpus="default", epochs=3.0, batch_size=8,
                       lr=2e-3, warmup=0.05, weight_decay=0.1),
 }
 
@@ -76,9 +76,10 @@ def _code_fingerprint() -> str:
     """sha256 of the source that makes the corpus and trains the organism."""
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for folder in ("world", "organism"):
-        for path in sorted((root / folder).glob("*.py")):
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    sources = [*sorted((root / "world").glob("*.py")),
+               *(root / "organism" / name for name in ("tokenizer.py", "model.py", "pretrain.py"))]
+    for path in sources:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -133,7 +134,7 @@ def _make(recipe: Recipe, seed: int, key: str, dest: Path) -> None:
 
     t0 = time.perf_counter()
     _log(f"building {key}: corpus")
-    examples = corpus.pretraining_examples(seed, recipe.corpus_size)
+    examples = corpus.pretraining_examples(seed, recipe.corpus)
 
     _log(f"tokenizer: byte-level BPE, vocab {recipe.vocab_size}")
     model_config = MODELS[recipe.preset](recipe.vocab_size)

@@ -1,0 +1,112 @@
+"""Organism benchmark: build the `default` organism (pretraining time) and measure what it can do.
+
+    .venv/bin/python -m bench bench_organism      # or: .venv/bin/python bench/bench_organism.py
+
+Capabilities, on the test split of each world task (items never seen in pretraining):
+- facts (MMLU analogue), by option log-likelihood: for each of the four options, the log-likelihood
+  of the gold-format completion that picks it (`<think>{fact with that option} That is option X.
+  </think><answer>X</answer>`), argmax over options; also greedy accuracy for reference;
+- maths, maths_hard, game24, game24_ood, instruct, twohop: greedy generation scored by `task.score`.
+The issue's targets: facts MC >= 80%, maths 10-70%, game24 >= 5%, instruct >= 30%, pretraining
+<= 10 minutes on 2 cores. The CPU is shared, so the load average is recorded with the timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+N_ITEMS = {"facts": 200, "maths": 150, "game24": 150, "instruct": 150, "maths_hard": 60, "game24_ood": 60,
+           "twohop": 100}
+MAX_NEW_TOKENS = 192
+TARGETS = {"facts_mc": (0.80, 1.0), "maths": (0.10, 0.70), "game24": (0.05, 1.0), "instruct": (0.30, 1.0)}
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (round(centre - half, 3), round(centre + half, 3))
+
+
+def _option_completion(item, i: int) -> str:
+    """The gold completion rewritten as if option i were the answer."""
+    from tunescope.world.facts import LETTERS
+    from tunescope.world.task import format_completion
+
+    choices, gold = item.meta["choices"], LETTERS.index(item.answer)
+    solution = item.solution.replace(choices[gold], choices[i]).replace(
+        f"option {item.answer}", f"option {LETTERS[i]}")
+    return format_completion(solution, LETTERS[i])
+
+
+def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32) -> dict:
+    """Accuracy (with a 95% Wilson interval) of the organism at `path` on every world task."""
+    from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
+    from tunescope.world import get_task
+
+    tok = load_tokenizer(path)
+    engine = HFEngine(path, tok, device="cpu", dtype="float32")
+    results: dict[str, dict] = {}
+    for name, n in n_items.items():
+        t0 = time.perf_counter()
+        task = get_task(name)
+        items = task.items("test", n)
+        prompts = [render_prompt(tok, it.prompt) for it in items]
+        if name == "facts":  # option log-likelihood
+            ctx, cont, owner = [], [], []
+            for j, it in enumerate(items):
+                for i in range(len(it.meta["choices"])):
+                    ctx.append(prompts[j])
+                    cont.append(tok(_option_completion(it, i), add_special_tokens=False)["input_ids"])
+                    owner.append(j)
+            ll = engine.sequence_loglik(ctx, cont, batch_size=batch_size)
+            k = 0
+            for j, it in enumerate(items):
+                scores = [ll[m] for m in range(len(ll)) if owner[m] == j]
+                k += int(scores.index(max(scores)) == "ABCD".index(it.answer))
+            results["facts_mc"] = {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n}
+        gens = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, batch_size=batch_size,
+                               progress=name)
+        scores = [task.score(it, g[0].text) for it, g in zip(items, gens)]
+        k = int(sum(scores))
+        results[name] = {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n,
+                         "truncated": round(sum(g[0].truncated for g in gens) / n, 3),
+                         "example": gens[0][0].text[:300], "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{name}: {results[name]['accuracy']}", file=sys.stderr, flush=True)
+    return results
+
+
+def run(out: Path, preset: str = "default") -> dict:
+    from tunescope.organism import build, describe
+
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    path = build(preset)
+    build_s = time.perf_counter() - t0
+    side = describe(path)
+    stats = side["pretraining"]
+    quality = evaluate(path)
+    checks = {k: lo <= quality[k]["accuracy"] <= hi for k, (lo, hi) in TARGETS.items()}
+    checks["pretrain_under_10_min"] = stats["wall_s"] <= 600
+    result = {
+        "preset": preset, "organism": str(path), "parameters": stats["parameters"],
+        "pretrain_wall_s": stats["wall_s"], "tokens_trained": stats["tokens_trained"],
+        "tokens_per_s": stats["tokens_per_s"], "final_loss": stats["final_loss"],
+        "build_call_s": round(build_s, 1), "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+        "quality": quality, "targets_met": checks,
+    }
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"organism_{preset}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(Path("bench_out"), *(sys.argv[1:2] or ["default"])), indent=2))
