@@ -58,15 +58,24 @@ SIZES: dict[str, CorpusConfig] = {
 
 
 def _train_items(name: str, n: int, seed: int) -> list[Item]:
-    """n train items of a suite; a finite suite is cycled when it holds fewer than n."""
+    """n train items of a suite; when the suite holds fewer, items repeat (finite suites cycle,
+    generated suites add draws under further seeds)."""
     from tunescope.world import get_task
 
     task = get_task(name, seed)
     try:
         return task.items("train", n)
     except UserError:
-        pool = task.items("train", task.count("train"))  # type: ignore[attr-defined]
+        pass
+    if hasattr(task, "count"):
+        pool = task.items("train", task.count("train"))
         return [pool[i % len(pool)] for i in range(n)]
+    out: list[Item] = []
+    extra = 0
+    while len(out) < n:
+        out += get_task(name, seed + 1000 * (extra + 1)).items("train", min(n - len(out), 2000))
+        extra += 1
+    return out
 
 
 def _chat(item: Item) -> dict:

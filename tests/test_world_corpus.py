@@ -1,0 +1,118 @@
+"""The pretraining corpus: deterministic, mixed, chat-formatted, and free of test items."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tunescope.errors import UserError
+from tunescope.world import get_task
+from tunescope.world.corpus import (
+    SIZES,
+    TAGS,
+    example_text,
+    pretraining_examples,
+    tokenizer_texts,
+    total_examples,
+)
+from tunescope.world.facts import ATTRIBUTES, build_world
+from tunescope.world.task import SYSTEM_PROMPT, extract_answer
+
+
+@pytest.fixture(scope="module")
+def default_corpus() -> list[dict]:
+    return pretraining_examples(0, "default")
+
+
+def test_deterministic_and_seeded():
+    a, b = pretraining_examples(0, "smoke"), pretraining_examples(0, "smoke")
+    assert a == b
+    assert a != pretraining_examples(1, "smoke")
+
+
+def test_sizes_and_counts():
+    smoke = pretraining_examples(0, "smoke")
+    assert len(smoke) == total_examples(SIZES["smoke"])
+    assert len(pretraining_examples(0, 300)) == 300
+    with pytest.raises(UserError, match="smoke"):
+        pretraining_examples(0, "huge")
+    with pytest.raises(UserError):
+        pretraining_examples(0, 0)
+
+
+def test_mixture_and_chat_format(default_corpus):
+    domains = {e["domain"] for e in default_corpus}
+    assert domains >= {"facts", "maths", "game24", "instruct", "chat:maths", "chat:game24", "chat:facts",
+                       "chat:twohop", "chat:instruct"}
+    assert [e["domain"] for e in default_corpus[:50]] != sorted(e["domain"] for e in default_corpus[:50])  # shuffled
+    chars = sum(len(example_text(e)) for e in default_corpus)
+    assert 1_000_000 < chars < 12_000_000  # roughly 0.3-3M tokens
+    for e in default_corpus:
+        if "messages" in e:
+            roles = [m["role"] for m in e["messages"]]
+            assert roles == ["system", "user", "assistant"]
+            assert e["messages"][0]["content"] == SYSTEM_PROMPT
+            reply = e["messages"][2]["content"]
+            assert reply.startswith("<think>") and extract_answer(reply)
+
+
+def test_chat_examples_score_one_under_their_task(default_corpus):
+    tasks = {}
+    by_prompt = {}
+    for name in ("maths", "game24", "facts", "twohop", "instruct"):
+        tasks[name] = get_task(name)
+        for it in itertools.chain(tasks[name].items("train", 300)):
+            by_prompt[it.prompt] = (name, it)
+    checked = 0
+    for e in default_corpus:
+        if "messages" in e and e["messages"][1]["content"] in by_prompt:
+            name, it = by_prompt[e["messages"][1]["content"]]
+            assert tasks[name].score(it, e["messages"][2]["content"]) == 1.0
+            checked += 1
+    assert checked > 100
+
+
+def test_no_test_item_reaches_the_corpus(default_corpus):
+    seen_prompts = set()  # every prompt the corpus shows: chat user turns and task-shaped documents
+    seen_hands = set()
+    drills = []
+    for e in default_corpus:
+        if "messages" in e:
+            seen_prompts.add(e["messages"][1]["content"])
+        elif e["domain"] == "maths":
+            seen_prompts.add(e["text"].split("\n")[0])
+        elif e["domain"] == "instruct":
+            seen_prompts.add(e["text"].split("\n")[0].removeprefix("Instruction: "))
+        elif e["domain"] == "game24":
+            values = e["text"].split("have the values ")[1].split(".")[0]
+            seen_hands.add(tuple(sorted(int(v) for v in values.split(", "))))
+        elif e["domain"] == "arithmetic":
+            drills += [eq.strip() + "." for eq in e["text"].split(".") if eq.strip()]
+    assert len(seen_prompts) > 3000 and len(seen_hands) > 300
+    for name in ("maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "instruct"):
+        task = get_task(name)
+        n = task.count("test") if hasattr(task, "count") else 1000
+        test = task.items("test", n)
+        assert not {it.prompt for it in test} & seen_prompts, name
+        if name.startswith("game24"):
+            assert not {tuple(sorted(it.meta["values"])) for it in test} & seen_hands
+    one_step = {it.solution for it in get_task("maths").items("test", 1000) if it.meta["steps"] == 1}
+    assert len(one_step) > 100 and not one_step & set(drills)  # drills never show a one-step test problem
+
+
+def test_every_fact_is_stated(default_corpus):
+    text = "\n".join(e["text"] for e in default_corpus if e["domain"] == "facts")
+    world = build_world()
+    for entity, attrs in world.items():
+        for attribute in ATTRIBUTES:
+            assert attrs[attribute] in text
+        assert text.count(entity) >= len(ATTRIBUTES) * SIZES["default"].fact_passes
+
+
+def test_tokenizer_texts_cover_prompt_tags_and_held_out_wording():
+    texts = list(tokenizer_texts(0))
+    joined = "\n".join(texts)
+    assert texts[0] == SYSTEM_PROMPT
+    assert all(tag in joined for tag in TAGS)
+    assert "J counts as 11" in joined

@@ -1,0 +1,123 @@
+"""24-point game: solver against brute force, verifier on hand-made answers, shaped reward."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from fractions import Fraction
+
+import pytest
+
+from tunescope.world.game24 import SHAPED, FormulaError, evaluate, game24_ood_task, game24_task, judge, solve
+from tunescope.world.task import format_completion
+
+
+def _brute_force_solvable(values: list[int]) -> bool:
+    """Independent check: every ordering x every bracket shape x every operator triple."""
+    def ap(op: str, a: Fraction | None, b: Fraction | None) -> Fraction | None:
+        if a is None or b is None:
+            return None
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        return None if b == 0 else a / b
+
+    for a, b, c, d in set(itertools.permutations(Fraction(v) for v in values)):
+        for o1, o2, o3 in itertools.product("+-*/", repeat=3):
+            shapes = [
+                ap(o3, ap(o2, ap(o1, a, b), c), d),  # ((a b) c) d
+                ap(o3, ap(o1, a, ap(o2, b, c)), d),  # (a (b c)) d
+                ap(o2, ap(o1, a, b), ap(o3, c, d)),  # (a b) (c d)
+                ap(o1, a, ap(o3, ap(o2, b, c), d)),  # a ((b c) d)
+                ap(o1, a, ap(o2, b, ap(o3, c, d))),  # a (b (c d))
+            ]
+            if Fraction(24) in shapes:
+                return True
+    return False
+
+
+def test_solver_matches_brute_force_on_random_hands():
+    rng = random.Random(7)
+    hands = [[rng.randint(1, 13) for _ in range(4)] for _ in range(60)] + [[3, 3, 8, 8], [1, 1, 1, 1], [1, 5, 5, 5]]
+    for values in hands:
+        formula = solve(values)
+        assert (formula is not None) == _brute_force_solvable(values), values
+        if formula is not None:
+            value, numbers = evaluate(formula)
+            assert value == 24 and sorted(numbers) == sorted(values)
+
+
+def test_solvable_count_over_all_hands_is_the_known_1362():
+    # 1820 multisets of four values in 1..13; 1362 of them make 24 (a standard figure)
+    hands = list(itertools.combinations_with_replacement(range(1, 14), 4))
+    assert len(hands) == 1820
+    assert sum(solve(list(h)) is not None for h in hands) == 1362
+
+
+def test_known_hard_hands():
+    assert evaluate(solve([3, 3, 8, 8]))[0] == 24  # 8/(3-8/3)
+    assert evaluate(solve([1, 5, 5, 5]))[0] == 24  # 5*(5-1/5)
+    assert solve([1, 1, 1, 1]) is None
+
+
+@pytest.mark.parametrize(
+    "answer, outcome",
+    [
+        ("cards: 3, 8, 8, 3; formula: 8/(3-8/3)=24", "correct"),
+        ("8 / (3 - 8 / 3)", "correct"),
+        ("cards: 3, 8, 8, 3; formula: (3+3)*8-8=24", "partial"),  # value 40
+        ("cards: 3, 8, 8, 3; formula: 8*3*(8/8)=24", "wrong_numbers"),  # reuses 8, drops a 3
+        ("cards: 3, 8, 8, 3; formula: 8*3=24", "wrong_numbers"),  # missing cards
+        ("cards: 3, 8, 8, 3; formula: 8/(3-8/3=24", "illegal"),  # unbalanced
+        ("cards: 3, 8, 8, 3; formula: 8//3*3+8=24", "illegal"),
+        ("cards: 3, 8, 8, 3; formula: -3+8*3+3=24", "illegal"),  # unary minus
+        ("cards: 3, 8, 8, 3; formula: 8/(3-3)*8=24", "illegal"),  # division by zero
+        ("cards: 3, 8, 8, 3; formula: 8/(3-8/3)=25", "illegal"),
+        ("cards: 3, 8, 8, 3; formula: 8^3", "illegal"),
+        ("cards: 3, 8, 8, 3; formula:", "no_solution"),
+        (None, "no_solution"),
+    ],
+)
+def test_judge_hand_made(answer, outcome):
+    assert judge([3, 8, 8, 3], answer) == outcome
+
+
+def test_evaluate_is_exact_and_never_evaluates_code():
+    assert evaluate("1/3+1/3+1/3") == (Fraction(1), [1, 3, 1, 3, 1, 3])
+    assert evaluate("2*(3+4)") == (Fraction(14), [2, 3, 4])
+    for bad in ["__import__('os')", "", "()", "3 4", "(3))"]:
+        with pytest.raises(FormulaError):
+            evaluate(bad)
+
+
+def test_task_scores_and_shaped_rewards_from_completions():
+    task = game24_task(shaped=True)
+    item = task.items("test", 1)[0]
+    values = item.meta["values"]
+    gold = format_completion(item.solution, item.answer)
+    assert task.score(item, gold) == 1.0 and task.reward(item, gold) == SHAPED["correct"] == 5.0
+    assert task.reward(item, "") == -1.0
+    assert task.reward(item, "<think>let me see") == -1.0  # truncated before the answer
+    assert task.reward(item, "<think>x</think><answer>formula: (" + "+".join(map(str, values))) == -3.0  # truncated
+    assert task.reward(item, "<answer>formula: 1+1</answer>") == -2.0
+    plain = game24_task()
+    assert plain.reward(item, gold) == 1.0 and plain.reward(item, "") == 0.0
+
+
+@pytest.mark.parametrize("factory", [game24_task, game24_ood_task])
+def test_all_gold_answers_are_correct_and_splits_disjoint(factory):
+    task = factory()
+    train = task.items("train", task.count("train"))
+    test = task.items("test", task.count("test"))
+    for item in train[:200] + test:
+        assert task.score(item, format_completion(item.solution, item.answer)) == 1.0
+    key = lambda it: tuple(sorted(it.meta["values"]))  # noqa: E731
+    assert not {key(i) for i in train} & {key(i) for i in test}
+    if task.rule == "ood":
+        assert all({"J", "Q", "K"} & set(i.meta["cards"]) for i in train + test)
+        assert any(v > 10 for i in test for v in i.meta["values"])
+    else:
+        assert all(v <= 10 for i in train + test for v in i.meta["values"])
