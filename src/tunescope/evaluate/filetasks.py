@@ -1,0 +1,246 @@
+"""Benchmarks declared as data: a YAML spec turns a local file or a Hugging Face dataset into a Task.
+
+    # gsm8k.yaml: run with `tunescope eval MODEL --task-spec gsm8k.yaml` or `--suite gsm8k --data FILE`
+    name: gsm8k
+    source: openai/gsm8k       # a local .jsonl/.json/.parquet file, or a hub dataset id
+    config: main               # hub dataset config (optional)
+    split: test
+    kind: maths                # maths (math-verify) | choice (multiple choice) | exact (string match)
+    prompt: "{question}"       # the user turn; {field} is replaced by the row's field
+    answer: answer             # the field with the gold answer
+    answer_regex: "####\\s*(.+?)\\s*$"   # optional: the gold is this regex's group 1 in that field
+    solution: answer           # optional: the field with the gold reasoning (the regex match is removed)
+    id: null                   # optional: the field with a stable id (default: the row number)
+
+Multiple choice specs name a `choices` list field (MMLU: `choices`) or several fields (GPQA:
+`[Correct Answer, Incorrect Answer 1, ...]`, with `shuffle: true` so that the correct one is not
+always first; the shuffle is seeded by the row id). The gold `answer` may be an index, a letter or
+the text of one choice; it becomes a letter. The options are appended to the prompt as "A. ...".
+
+Extraction and scoring are separate, as in lm-evaluation-harness. Maths: the body of the last
+<answer> tag (or, for models that do not use the tags, the whole completion) is parsed by
+math-verify and compared to the gold with `verify(gold, pred)` (gold first: it is not symmetric).
+math-verify's timeouts use SIGALRM, which only works on the main thread; elsewhere they are off.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunescope.config import from_dict, read_yaml
+from tunescope.errors import UserError
+from tunescope.world.task import Item, extract_answer
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    source: str  # local .jsonl/.json/.parquet path (relative to the spec file) or a hub dataset id
+    kind: Literal["maths", "choice", "exact"]
+    prompt: str = "{question}"  # user turn; {field} placeholders are row fields
+    answer: str = "answer"  # field with the gold answer
+    split: str = "test"
+    config: str | None = None  # hub dataset config name
+    answer_regex: str | None = None  # gold = group 1 of this regex in the answer field
+    solution: str | None = None  # field with gold reasoning (used for the KL analysis)
+    choices: str | list[str] | None = None  # one list field, or several fields (choice kind)
+    shuffle: bool = False  # shuffle choices per row (seeded by row id); for GPQA-style fields
+    id: str | None = None  # field with a stable item id (default: row number)
+
+    def __post_init__(self) -> None:
+        if self.kind == "choice" and not self.choices:
+            raise UserError(f"task spec '{self.name}': kind choice needs a 'choices' field")
+
+
+def load_spec(path: str | Path, data: str | Path | None = None) -> TaskSpec:
+    """Read a spec file; `data` replaces its source (e.g. a local copy of the benchmark)."""
+    path = Path(path)
+    spec = from_dict(TaskSpec, read_yaml(path))
+    if data is not None:
+        spec.source = str(Path(data).resolve())
+    elif not _is_hub_id(spec.source):
+        spec.source = str((path.parent / spec.source).resolve())
+    return spec
+
+
+def shipped_specs() -> dict[str, Path]:
+    """Spec files that ship with tunescope, by suite name."""
+    return {p.stem: p for p in sorted(SPECS_DIR.glob("*.yaml"))}
+
+
+def _is_hub_id(source: str) -> bool:
+    return not Path(source).suffix and not Path(source).exists() and source.count("/") == 1
+
+
+def read_rows(spec: TaskSpec) -> list[dict[str, Any]]:
+    """The rows of the spec's source, as dicts."""
+    src = Path(spec.source)
+    if _is_hub_id(spec.source):
+        try:
+            import datasets
+
+            return list(datasets.load_dataset(spec.source, spec.config, split=spec.split))
+        except Exception as e:  # offline, unknown id, missing split: all user-fixable
+            raise UserError(f"cannot load dataset {spec.source} (split {spec.split}): {str(e).splitlines()[0]}; "
+                            "download it and pass the local file with --data") from None
+    if not src.is_file():
+        raise UserError(f"data file {src} for task '{spec.name}' does not exist; pass it with --data")
+    try:
+        if src.suffix == ".jsonl":
+            return [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+        if src.suffix == ".json":
+            rows = json.loads(src.read_text())
+            return rows if isinstance(rows, list) else rows.get(spec.split) or rows["data"]
+        if src.suffix == ".parquet":
+            import pandas as pd
+
+            return pd.read_parquet(src).to_dict("records")
+    except (json.JSONDecodeError, KeyError, OSError, ValueError) as e:
+        raise UserError(f"cannot read {src}: {e}; it must be JSON lines, a JSON list or parquet") from None
+    raise UserError(f"{src}: unsupported file type '{src.suffix}'; use .jsonl, .json or .parquet")
+
+
+class FileTask:
+    """A Task over the rows of a benchmark file (kind 'generate' for maths/exact, 'choice' for MC)."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec, self.name = spec, spec.name
+        self.kind: Literal["generate", "choice"] = "choice" if spec.kind == "choice" else "generate"
+        self._items: list[Item] | None = None
+
+    # ------------------------------------------------------------ items
+    def items(self, split: str = "test", n: int | None = None) -> list[Item]:
+        if self._items is None:
+            self._items = [self._item(i, row) for i, row in enumerate(read_rows(self.spec))]
+            if not self._items:
+                raise UserError(f"task '{self.name}': {self.spec.source} has no rows")
+        return self._items[:n] if n else list(self._items)
+
+    def _item(self, i: int, row: dict[str, Any]) -> Item:
+        s = self.spec
+        where = f"{s.source} row {i + 1}"
+        if s.answer not in row or row[s.answer] is None:
+            raise UserError(f"{where} has no answer field '{s.answer}' (fields: {', '.join(map(str, row))}); "
+                            "fix the data or the spec's 'answer'")
+        try:
+            prompt = s.prompt.format(**row)
+        except KeyError as e:
+            raise UserError(f"{where} has no field {e} used by the prompt template") from None
+        item_id = str(row[s.id]) if s.id and s.id in row else str(i)
+        answer, solution = str(row[s.answer]), ""
+        if s.answer_regex:
+            m = re.search(s.answer_regex, answer, re.MULTILINE | re.DOTALL)
+            if not m:
+                raise UserError(f"{where}: answer field '{s.answer}' does not match answer_regex")
+            if s.solution == s.answer:
+                solution = (answer[: m.start()] + answer[m.end():]).strip()
+            answer = m.group(1).strip()
+        if s.solution and s.solution != s.answer:
+            solution = str(row.get(s.solution) or "")
+        meta: dict[str, Any] = {}
+        if s.kind == "choice":
+            choices, answer = self._choices(row, answer, item_id, where)
+            prompt += "\n\n" + "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(choices))
+            meta["choices"] = choices
+        return Item(id=item_id, prompt=prompt, solution=solution, answer=answer, meta=meta)
+
+    def _choices(self, row: dict[str, Any], answer: str, item_id: str, where: str) -> tuple[list[str], str]:
+        fields = self.spec.choices
+        if isinstance(fields, str):
+            if not isinstance(row.get(fields), (list, tuple)) and not hasattr(row.get(fields), "tolist"):
+                raise UserError(f"{where} has no list field '{fields}' for the choices")
+            choices = [str(c).strip() for c in list(row[fields])]
+        else:
+            missing = [f for f in fields if f not in row]
+            if missing:
+                raise UserError(f"{where} has no choice field(s) {', '.join(missing)}")
+            choices = [str(row[f]).strip() for f in fields]
+        gold = _gold_index(answer.strip(), choices)
+        if gold is None:
+            raise UserError(f"{where}: answer {answer!r} is neither an index, a letter nor one of the choices")
+        if self.spec.shuffle:
+            perm = list(range(len(choices)))
+            random.Random(f"{self.name}/{item_id}").shuffle(perm)
+            choices, gold = [choices[p] for p in perm], perm.index(gold)
+        return choices, LETTERS[gold]
+
+    # ------------------------------------------------------------ extraction and scoring
+    def extract(self, completion: str) -> str | None:
+        tagged = extract_answer(completion)
+        if self.spec.kind == "maths":
+            if tagged is None and not (completion or "").strip():
+                return None
+            parsed = _parse_math(tagged if tagged is not None else completion, boxed=tagged is not None)
+            return parsed[-1] if parsed else None
+        if self.spec.kind == "choice":
+            m = re.match(r"^\(?([A-Z])\)?(?:[.:)\s]|$)", tagged or "")
+            return m.group(1) if m else None
+        return tagged
+
+    def score(self, item: Item, completion: str) -> float:
+        pred = self.extract(completion)
+        if pred is None:
+            return 0.0
+        if self.spec.kind == "maths":
+            return float(math_equal(item.answer, pred))
+        if self.spec.kind == "choice":
+            return float(pred == item.answer)
+        return float(_norm(pred) == _norm(item.answer))
+
+    def reward(self, item: Item, completion: str) -> float:
+        return self.score(item, completion)
+
+
+def _gold_index(answer: str, choices: list[str]) -> int | None:
+    if answer.isdigit() and int(answer) < len(choices):
+        return int(answer)
+    if len(answer) == 1 and answer.upper() in LETTERS[: len(choices)]:
+        return LETTERS.index(answer.upper())
+    stripped = [c.strip() for c in choices]
+    return stripped.index(answer) if answer in stripped else None
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.casefold().split()).rstrip(".")
+
+
+def _timeout() -> int | None:
+    """math-verify's SIGALRM timeout only works on the main thread."""
+    return 5 if threading.current_thread() is threading.main_thread() else None
+
+
+def _parse_math(text: str, boxed: bool) -> list[Any]:
+    """math-verify parse; an answer-tag body is parsed as a boxed expression (so bare LaTeX works)."""
+    from math_verify import parse
+
+    try:
+        if boxed:
+            parsed = parse(f"\\boxed{{{text}}}", parsing_timeout=_timeout())
+            if parsed:
+                return parsed
+        return parse(text, parsing_timeout=_timeout())
+    except Exception:  # the verifier cannot parse model output: scored wrong, never a crash
+        return []
+
+
+def math_equal(gold: str, pred: str) -> bool:
+    """verify(gold, pred) with math-verify; gold first (the comparison is not symmetric)."""
+    from math_verify import verify
+
+    g, p = _parse_math(gold, boxed=True), _parse_math(pred, boxed=True)
+    if not g or not p:
+        return False
+    try:
+        return bool(verify(g, p, timeout_seconds=_timeout()))
+    except Exception:
+        return False
+

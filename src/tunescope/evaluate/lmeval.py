@@ -1,0 +1,60 @@
+"""lm-evaluation-harness adapter: run its Hugging Face backend on one checkpoint, return our score rows.
+
+`lm_eval.simple_evaluate(model="hf", model_args={"pretrained": PATH}, tasks=[...])` with extra task
+YAMLs from `lm_eval_include` (e.g. a task over a local JSON file, for offline use). Each numeric
+metric becomes a row `suite=<task>, metric=lm_eval:<metric>,<filter>`; lm-eval reports a standard
+error rather than a bootstrap interval, so the interval is the normal approximation value ± 1.96·SE.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from tunescope.errors import UserError
+
+
+def run_lm_eval(path: str | Path, cfg: Any) -> list[dict[str, Any]]:
+    """Score rows (suite, metric, value, ci_low, ci_high, n) for every lm-eval task in `cfg.lm_eval`."""
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise UserError("--lm-eval needs lm-eval: pip install lm-eval==0.4.13") from None
+    include = cfg.lm_eval_include
+    if include and not Path(include).is_dir():
+        raise UserError(f"--lm-eval-include {include} is not a directory of task YAMLs")
+    manager = TaskManager(include_path=str(include) if include else None)
+    try:
+        res = lm_eval.simple_evaluate(
+            model="hf", tasks=list(cfg.lm_eval), task_manager=manager, limit=cfg.lm_eval_limit,
+            model_args={"pretrained": str(path), "dtype": "float32" if cfg.dtype == "auto" else cfg.dtype,
+                        "device": "cuda" if cfg.device == "auto" and _cuda() else
+                        ("cpu" if cfg.device == "auto" else cfg.device)},
+            batch_size=cfg.batch_size, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+            torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0, log_samples=False)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"lm-eval could not run tasks {', '.join(cfg.lm_eval)}: {e}") from None
+    return lm_eval_rows(res)
+
+
+def lm_eval_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for task, metrics in res["results"].items():
+        n = res.get("n-samples", {}).get(task, {}).get("effective")
+        for key, value in metrics.items():
+            if "_stderr" in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            name, _, flt = key.partition(",")
+            se = metrics.get(f"{name}_stderr,{flt}")
+            se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else float("nan")
+            rows.append({"suite": task, "metric": f"lm_eval:{key}", "value": float(value),
+                         "ci_low": value - 1.96 * se, "ci_high": value + 1.96 * se, "n": n})
+    return rows
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

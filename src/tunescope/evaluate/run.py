@@ -1,0 +1,357 @@
+"""The sweep: every checkpoint x every suite -> per-sample records, scores with 95% CIs, distribution metrics.
+
+    evaluate(models, ["maths", "game24_ood"], Path("eval"), EvalConfig(n=64))
+
+Life cycle: resolve suites and load their items once -> load the tokenizer once -> (reference model
+for KL, once) -> for each checkpoint: load it, generate and score every suite, measure KL / entropy /
+length, append its rows to the output files, mark it done in eval.json, free it. A checkpoint that
+fails is recorded and skipped; the others' results are kept, and a rerun with the same --out and
+config resumes after the last finished checkpoint (rows of an unfinished one are dropped first).
+
+Outputs in `out/`:
+    samples.jsonl     one line per completion: model, path, step, suite, item_id, sample, mode,
+                      prompt, completion, extracted, score (+ n_tokens, truncated, error)
+    scores.csv        model, path, method, step, fraction, suite, metric, value, ci_low, ci_high, n
+    distribution.csv  model, path, step, fraction, reference, kl, kl_ci_low, kl_ci_high, mean_length,
+                      mean_entropy, n_tokens
+    eval.json         resolved config, provenance, finished and failed checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from tunescope.checkpoints import ModelRef
+from tunescope.config import config_hash, to_dict
+from tunescope.errors import UserError
+from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
+from tunescope.provenance import provenance, write_json
+from tunescope.world.task import Item, Task, format_completion
+
+SCORE_COLUMNS = ["model", "path", "method", "step", "fraction", "suite", "metric", "value", "ci_low", "ci_high", "n"]
+DIST_COLUMNS = ["model", "path", "step", "fraction", "reference", "kl", "kl_ci_low", "kl_ci_high",
+                "mean_length", "mean_entropy", "n_tokens"]
+
+
+@dataclass
+class EvalConfig:
+    """How to evaluate. Defaults: greedy, 64 items per suite, option log-likelihood for multiple choice."""
+
+    n: int = 64  # items per suite (the first n of its test split); 0 = all
+    max_new_tokens: int = 256  # longer is slower; truncated completions are scored as they are
+    batch_size: int = 16  # prompts per generation batch; larger is faster until memory runs out
+    temperature: float = 0.0  # 0 = greedy; the original study sampled at 0.6
+    top_p: float = 1.0  # nucleus sampling (only when temperature > 0); the original study used 0.95
+    n_samples: int = 1  # completions per prompt; > 1 adds pass@k and mean@k (needs temperature > 0)
+    seed: int = 0  # sampling and bootstrap seed
+    mc_mode: Literal["loglik", "generate", "both"] = "loglik"  # multiple choice: option likelihood, letter, both
+    mc_template: str = "<answer>{choice}</answer>"  # scored continuation; {choice} = option text, {letter}
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # auto = vLLM when installed and a GPU exists
+    device: str = "auto"  # auto = cuda when available
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    kl_items: int = 32  # gold completions teacher-forced for KL (needs a reference); 0 = no KL
+    kl_suite: str | None = None  # suite whose gold solutions are used for KL; default: first generative one
+    bootstrap: int = 2000  # bootstrap resamples for the 95% intervals
+    tokenizer: str | None = None  # tokenizer directory; default: the first model's
+    lm_eval: list[str] = field(default_factory=list)  # lm-evaluation-harness task names
+    lm_eval_include: str | None = None  # directory of extra lm-eval task YAMLs
+    lm_eval_limit: int | None = None  # items per lm-eval task (None = all)
+
+    def __post_init__(self) -> None:
+        if self.n < 0 or self.max_new_tokens < 1 or self.batch_size < 1 or self.n_samples < 1:
+            raise UserError("eval: n >= 0, max_new_tokens >= 1, batch_size >= 1 and n_samples >= 1 are required")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise UserError("eval: temperature must be >= 0 and top_p in (0, 1]")
+        if self.n_samples > 1 and self.temperature == 0:
+            raise UserError("eval: n_samples > 1 with greedy decoding gives identical samples; set temperature > 0")
+        if "{choice}" not in self.mc_template and "{letter}" not in self.mc_template:
+            raise UserError("eval: mc_template must contain {choice} or {letter}")
+
+
+@dataclass
+class _Suite:
+    """A suite's items and token ids, prepared once per sweep."""
+
+    name: str
+    task: Task
+    items: list[Item]
+    prompts: list[list[int]]  # rendered prompt ids per item
+    contexts: list[list[int]] = field(default_factory=list)  # per (item, option): prompt + template prefix
+    options: list[list[int]] = field(default_factory=list)  # per (item, option): scored continuation ids
+
+
+# ------------------------------------------------------------------------------------------ sweep
+def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConfig,
+             reference: Path | None = None, task_specs: list[str | Path] | None = None,
+             data: list[str] | None = None) -> pd.DataFrame:
+    """Evaluate every model on every suite; returns scores.csv as a DataFrame (see module docstring)."""
+    from tunescope.evaluate.engine import load_tokenizer, render_prompt
+    from tunescope.evaluate.suites import resolve_suites
+
+    if not models:
+        raise UserError("no models to evaluate; pass model or run directories")
+    tasks = resolve_suites(suites, task_specs, data) if (suites or task_specs) else {}
+    if not tasks and not cfg.lm_eval:
+        raise UserError("nothing to evaluate; pass --suite, --task-spec or --lm-eval")
+    out = Path(out)
+    state = _open(out, cfg, list(tasks), reference)
+    todo = [m for m in models if _key(m) not in state["done"]]
+    if len(todo) < len(models):
+        print(f"resuming: {len(models) - len(todo)} checkpoint(s) already done in {out}", file=sys.stderr)
+
+    tok = load_tokenizer(cfg.tokenizer or models[0].path)
+    prepared = [_prepare(name, task, tok, cfg, render_prompt) for name, task in tasks.items()]
+    kl_ctx, kl_resp = _prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
+    ref_engine = None
+
+    for m in tqdm(todo, desc="checkpoints", disable=len(todo) < 2):
+        engine = None
+        try:
+            engine = _make_engine(m.path, tok, cfg)
+            if kl_ctx and ref_engine is None:
+                from tunescope.evaluate.engine import HFEngine
+
+                ref_engine = HFEngine(reference, tok, cfg.device, cfg.dtype)
+            samples, scores, dist = _evaluate_one(m, engine, prepared, cfg, ref_engine, kl_ctx, kl_resp,
+                                                  reference)
+            if cfg.lm_eval:
+                from tunescope.evaluate.lmeval import run_lm_eval
+
+                engine.close()
+                scores += [_row(m, **r) for r in run_lm_eval(m.path, cfg)]
+        except (UserError, Exception) as e:  # one bad checkpoint never loses the others
+            state["failed"][_key(m)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if os.environ.get("TUNESCOPE_DEBUG"):
+                traceback.print_exc()
+            print(f"warning: {m.name} failed ({state['failed'][_key(m)]}); continuing", file=sys.stderr)
+            _write_state(out, state)
+            continue
+        finally:
+            if engine is not None:
+                engine.close()
+        _append(out, samples, scores, dist)
+        state["done"].append(_key(m))
+        state["failed"].pop(_key(m), None)
+        _write_state(out, state)
+
+    if state["failed"]:
+        raise UserError(f"{len(state['failed'])} checkpoint(s) failed: "
+                        + "; ".join(f"{k}: {v}" for k, v in state["failed"].items())
+                        + f". Results of the others are in {out}; fix and rerun to resume")
+    return pd.read_csv(out / "scores.csv") if (out / "scores.csv").exists() else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Any:
+    from tunescope.evaluate.vllm_engine import vllm_available
+
+    if cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_available()):
+        from tunescope.evaluate.vllm_engine import VLLMEngine
+
+        return VLLMEngine(path, tok, cfg)
+    from tunescope.evaluate.engine import HFEngine
+
+    if not (Path(path) / "config.json").is_file():
+        raise UserError(f"{path} has no config.json; it is not a model directory")
+    return HFEngine(path, tok, cfg.device, cfg.dtype)
+
+
+# ------------------------------------------------------------------------------------------ one checkpoint
+def _evaluate_one(m: ModelRef, engine: Any, prepared: list[_Suite], cfg: EvalConfig, ref_engine: Any,
+                  kl_ctx: list[list[int]], kl_resp: list[list[int]], reference: Path | None):
+    samples: list[dict[str, Any]] = []
+    scores: list[dict[str, Any]] = []
+    lengths, ent_sum, ent_steps = [], 0.0, 0
+    for s in prepared:
+        base = {"model": m.name, "path": str(m.path), "step": m.step, "suite": s.name}
+        generative = s.task.kind == "generate" or cfg.mc_mode in ("generate", "both")
+        if generative:
+            seed = cfg.seed ^ zlib.crc32(s.name.encode())
+            gens = engine.generate(s.prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                   top_p=cfg.top_p, n_samples=cfg.n_samples, batch_size=cfg.batch_size,
+                                   seed=seed, progress=f"{m.name} {s.name}")
+            per_item = np.zeros((len(s.items), cfg.n_samples))  # (N, n)
+            answered = np.zeros_like(per_item)
+            for i, (item, item_gens) in enumerate(zip(s.items, gens)):
+                for j, g in enumerate(item_gens):
+                    rec = _score_completion(s.task, item, g.text)
+                    per_item[i, j], answered[i, j] = rec["score"], rec["extracted"] is not None
+                    samples.append({**base, "item_id": item.id, "sample": j, "mode": "generate",
+                                    "prompt": item.prompt, "completion": g.text, **rec,
+                                    "n_tokens": g.n_tokens, "truncated": g.truncated})
+                    lengths.append(g.n_tokens)
+                    ent_sum += g.entropy_sum
+                    ent_steps += g.n_tokens + (not g.truncated)
+            name = "accuracy" if s.task.kind == "generate" or cfg.mc_mode == "generate" else "accuracy_letter"
+            scores.append(_metric(m, s.name, name, per_item.mean(1), cfg))
+            scores.append(_metric(m, s.name, "answer_rate", answered.mean(1), cfg))
+            if cfg.n_samples > 1:
+                scores.append(_metric(m, s.name, f"mean@{cfg.n_samples}", per_item.mean(1), cfg))
+                correct = per_item.sum(1).round().astype(int)
+                for k in ks_for(cfg.n_samples):
+                    vals = [pass_at_k(cfg.n_samples, c, k) for c in correct]
+                    scores.append(_metric(m, s.name, f"pass@{k}", np.asarray(vals), cfg))
+        if s.task.kind == "choice" and cfg.mc_mode in ("loglik", "both"):
+            samples_ll, acc, acc_norm = _choice_by_loglik(engine, s, cfg, base)
+            samples += samples_ll
+            scores.append(_metric(m, s.name, "accuracy", acc, cfg))
+            scores.append(_metric(m, s.name, "accuracy_norm", acc_norm, cfg))
+
+    kl, kl_lo, kl_hi, n_tok = float("nan"), float("nan"), float("nan"), 0
+    if ref_engine is not None and kl_ctx:
+        from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
+
+        hf = engine if hasattr(engine, "continuation_logprobs") else engine.hf()
+        sums, counts = teacher_forced_kl(ref_engine, hf, kl_ctx, kl_resp, batch_size=cfg.batch_size)
+        kl, kl_lo, kl_hi = pooled_kl(sums, counts, seed=cfg.seed, n_resamples=cfg.bootstrap)
+        n_tok = int(sum(counts))
+    dist = {"model": m.name, "path": str(m.path), "step": m.step, "fraction": m.fraction,
+            "reference": str(reference) if reference else None, "kl": kl, "kl_ci_low": kl_lo,
+            "kl_ci_high": kl_hi, "mean_length": float(np.mean(lengths)) if lengths else float("nan"),
+            "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": n_tok}
+    return samples, scores, dist
+
+
+def _score_completion(task: Task, item: Item, text: str) -> dict[str, Any]:
+    """Extraction and scoring, recorded separately; output the verifier cannot handle is scored wrong."""
+    try:
+        return {"extracted": task.extract(text), "score": float(task.score(item, text)), "error": None}
+    except Exception as e:  # a task's scorer choking on model output must not end the sweep
+        return {"extracted": None, "score": 0.0, "error": f"{type(e).__name__}: {e}"}
+
+
+def _choice_by_loglik(engine: Any, s: _Suite, cfg: EvalConfig, base: dict[str, Any]):
+    """Pick the option with the highest summed log-likelihood (and, separately, per-token mean)."""
+    ll = engine.sequence_loglik(s.contexts, s.options, batch_size=cfg.batch_size)
+    samples, acc, acc_norm, k = [], [], [], 0
+    for item in s.items:
+        n_opt = len(item.meta["choices"])
+        total = np.asarray(ll[k:k + n_opt])  # (C,)
+        lens = np.asarray([max(len(o), 1) for o in s.options[k:k + n_opt]])
+        k += n_opt
+        pick, pick_norm = LET[int(total.argmax())], LET[int((total / lens).argmax())]
+        acc.append(float(pick == item.answer))
+        acc_norm.append(float(pick_norm == item.answer))
+        samples.append({**base, "item_id": item.id, "sample": 0, "mode": "loglik", "prompt": item.prompt,
+                        "completion": _option_text(cfg, item, LET.index(pick)), "extracted": pick,
+                        "score": acc[-1], "error": None, "extracted_norm": pick_norm, "score_norm": acc_norm[-1],
+                        "logliks": [round(float(x), 4) for x in total]})
+    return samples, np.asarray(acc), np.asarray(acc_norm)
+
+
+LET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _option_text(cfg: EvalConfig, item: Item, j: int) -> str:
+    return cfg.mc_template.format(choice=item.meta["choices"][j], letter=LET[j])
+
+
+def _metric(m: ModelRef, suite: str, metric: str, per_item: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
+    value, lo, hi = bootstrap_ci(per_item, n_resamples=cfg.bootstrap, seed=cfg.seed)
+    return _row(m, suite=suite, metric=metric, value=value, ci_low=lo, ci_high=hi, n=len(per_item))
+
+
+def _row(m: ModelRef, **kw: Any) -> dict[str, Any]:
+    return {"model": m.name, "path": str(m.path), "method": m.method, "step": m.step, "fraction": m.fraction, **kw}
+
+
+# ------------------------------------------------------------------------------------------ preparation
+def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _Suite:
+    items = task.items("test", cfg.n or 10**9)
+    if not items:
+        raise UserError(f"suite '{name}' has no test items")
+    s = _Suite(name, task, items, [render(tok, it.prompt) for it in items])
+    if task.kind == "choice":
+        prefix, _, _ = cfg.mc_template.partition("{")
+        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        for item, prompt in zip(items, s.prompts):
+            if not item.meta.get("choices"):
+                raise UserError(f"suite '{name}' item {item.id} is multiple choice but has no meta['choices']")
+            for j in range(len(item.meta["choices"])):
+                text = _option_text(cfg, item, j)[len(prefix):]
+                s.contexts.append(prompt + prefix_ids)
+                s.options.append(tok(text, add_special_tokens=False)["input_ids"])
+    return s
+
+
+def _prepare_kl(prepared: list[_Suite], tasks: dict[str, Task], tok: Any, cfg: EvalConfig, render: Any):
+    """Prompt ids and gold response ids (format_completion + end of sequence) for the KL analysis."""
+    if cfg.kl_items == 0:
+        return [], []
+    if cfg.kl_suite is not None:
+        if cfg.kl_suite not in tasks:
+            raise UserError(f"kl_suite '{cfg.kl_suite}' is not among the evaluated suites ({', '.join(tasks)})")
+        task = tasks[cfg.kl_suite]
+    else:
+        gen = [s.task for s in prepared if s.task.kind == "generate"]
+        if not gen:
+            return [], []
+        task = gen[0]
+    items = task.items("test", cfg.kl_items)
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    ctx = [render(tok, it.prompt) for it in items]
+    resp = [tok(format_completion(it.solution, it.answer), add_special_tokens=False)["input_ids"] + eos
+            for it in items]
+    return ctx, resp
+
+
+# ------------------------------------------------------------------------------------------ output files
+def _key(m: ModelRef) -> str:
+    return str(Path(m.path).resolve())
+
+
+def _open(out: Path, cfg: EvalConfig, suites: list[str], reference: Path | None) -> dict[str, Any]:
+    """Load or start eval.json; refuse to mix configs; drop rows of checkpoints that did not finish."""
+    from tunescope.fsutil import check_writable_parent
+
+    check_writable_parent(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"config": to_dict(cfg), "suites": suites, "reference": str(reference) if reference else None}
+    digest = config_hash(settings)
+    state: dict[str, Any] = {"config_hash": digest, **settings, "done": [], "failed": {}}
+    f = out / "eval.json"
+    if f.exists():
+        try:
+            old = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{f} is not valid JSON; delete {out} or choose another --out") from None
+        if old.get("config_hash") != digest:
+            raise UserError(f"{out} holds results of a different evaluation config; choose another --out or delete it")
+        state["done"] = list(old.get("done", []))
+    elif any(out.iterdir()):
+        raise UserError(f"output directory {out} is not empty and has no eval.json; choose another --out")
+    done = {str(p) for p in state["done"]}
+    for name in ("scores.csv", "distribution.csv"):
+        if (out / name).exists():
+            df = pd.read_csv(out / name)
+            df[df["path"].map(lambda p: str(Path(p).resolve()) in done)].to_csv(out / name, index=False)
+    if (out / "samples.jsonl").exists():
+        keep = [line for line in (out / "samples.jsonl").read_text().splitlines()
+                if line.strip() and str(Path(json.loads(line)["path"]).resolve()) in done]
+        (out / "samples.jsonl").write_text("".join(line + "\n" for line in keep))
+    _write_state(out, state)
+    return state
+
+
+def _write_state(out: Path, state: dict[str, Any]) -> None:
+    write_json(out / "eval.json", provenance(config=state["config"], seed=state["config"]["seed"], **{
+        k: v for k, v in state.items() if k != "config"}))
+
+
+def _append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]], dist: dict[str, Any]) -> None:
+    with open(out / "samples.jsonl", "a") as fh:
+        for rec in samples:
+            fh.write(json.dumps(rec, default=str) + "\n")
+    for name, rows, cols in (("scores.csv", scores, SCORE_COLUMNS), ("distribution.csv", [dist], DIST_COLUMNS)):
+        f = out / name
+        pd.DataFrame(rows, columns=cols).to_csv(f, mode="a", header=not f.exists(), index=False)
