@@ -148,9 +148,27 @@ def evaluate(formula: str) -> tuple[Fraction, list[int]]:
     Grammar: expr := term (('+'|'-') term)*; term := factor (('*'|'/') factor)*;
     factor := NUMBER | '(' expr ')'. Raises FormulaError for anything else.
     """
+    value, numbers, _ = _parse(formula)
+    return value, numbers
+
+
+def formula_steps(formula: str) -> list[str]:
+    """The formula as one equation per operation, in evaluation order ("3 - 8/3 = 1/3")."""
+    return _parse(formula)[2]
+
+
+def _parse(formula: str) -> tuple[Fraction, list[int], list[str]]:
     toks = _tokens(formula)
     pos = 0
     numbers: list[int] = []
+    steps: list[str] = []
+
+    def apply(op: str, a: Fraction, b: Fraction) -> Fraction:
+        if op == "/" and b == 0:
+            raise FormulaError("division by zero")
+        result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else a}[op]
+        steps.append(f"{a} {op} {b} = {result}")
+        return result
 
     def peek() -> str | None:
         return toks[pos] if pos < len(toks) else None
@@ -166,17 +184,14 @@ def evaluate(formula: str) -> tuple[Fraction, list[int]]:
         value = term()
         while peek() in ("+", "-"):
             op = take()
-            value = value + term() if op == "+" else value - term()
+            value = apply(op, value, term())
         return value
 
     def term() -> Fraction:
         value = factor()
         while peek() in ("*", "/"):
             op = take()
-            rhs = factor()
-            if op == "/" and rhs == 0:
-                raise FormulaError("division by zero")
-            value = value * rhs if op == "*" else value / rhs
+            value = apply(op, value, factor())
         return value
 
     def factor() -> Fraction:
@@ -196,7 +211,7 @@ def evaluate(formula: str) -> tuple[Fraction, list[int]]:
     value = expr()
     if pos != len(toks):
         raise FormulaError(f"unexpected {toks[pos]!r}")
-    return value, numbers
+    return value, numbers, steps
 
 
 def formula_of(answer: str | None) -> str | None:
@@ -271,7 +286,7 @@ class Game24Task:
         return Item(
             id=f"{self.name}:{''.join(sorted(hand))}",
             prompt=prompt,
-            solution=f"The values are {value_list}. {formula} = 24.",
+            solution=f"The values are {value_list}. " + " ".join(f"{e}." for e in formula_steps(formula)),
             answer=f"cards: {value_list}; formula: {formula}=24",
             meta={"cards": shown, "values": values, "rule": self.rule},
         )
