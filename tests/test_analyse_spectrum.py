@@ -1,0 +1,151 @@
+"""`tunescope spectrum`: every metric against float64 numpy / scipy, on random matrices and on tiny
+checkpoints of each architecture family (fused and transposed layouts included)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg as sla
+import torch
+from test_analyse import ARCHS, build, expected_parts, load64
+
+from tunescope.analyse.spectrum import matrix_metrics, principal_angles, spectrum
+from tunescope.cli import main
+
+
+def numpy_metrics(wr: np.ndarray, wt: np.ndarray, frac: float) -> dict[str, float]:
+    """The per-matrix metrics, computed the long way in float64."""
+    ur, sr, vhr = np.linalg.svd(wr, full_matrices=False)
+    ut, st, vht = np.linalg.svd(wt, full_matrices=False)
+    vr, vt = vhr.T, vht.T
+    r = len(sr)
+    k = min(r, max(1, round(frac * r)))
+    out = {"k": k}
+    for side, a, b in (("u", ur, ut), ("v", vr, vt)):
+        ang = np.degrees(sla.subspace_angles(a[:, :k], b[:, :k]))
+        out[f"angle_{side}_mean"], out[f"angle_{side}_max"] = ang.mean(), ang.max()
+        pa, pb = a[:, :k] @ a[:, :k].T, b[:, :k] @ b[:, :k].T
+        out[f"proj_dist_{side}"] = np.linalg.norm(pa - pb)
+        out[f"matched_{side}"] = np.mean([max(abs(a[:, i] @ b[:, j]) for j in range(k)) for i in range(k)])
+        bands = {"head": (0, k), "bulk": (k, r - k), "tail": (r - k, r)}
+        for band, (lo, hi) in bands.items():
+            out[f"rot_{band}_{side}"] = (np.degrees(sla.subspace_angles(a[:, lo:hi], b[:, lo:hi])).mean()
+                                         if hi > lo else math.nan)
+    dw = wt - wr
+    c = ur.T @ dw @ vr
+    e = np.sum(dw**2)
+    out["energy_in_basis_diag"] = np.sum(np.diag(c) ** 2) / e
+    out["energy_in_basis_offdiag"] = (np.sum(c**2) - np.sum(np.diag(c) ** 2)) / e
+    out["energy_in_basis_total"] = np.sum(c**2) / e
+    ck = c[:k, :k]
+    out["energy_topk_diag"] = np.sum(np.diag(ck) ** 2) / e
+    out["energy_topk_offdiag"] = (np.sum(ck**2) - np.sum(np.diag(ck) ** 2)) / e
+    out["mean_abs_rel_sigma_change"] = np.mean(np.abs(st - sr) / sr)
+    return out
+
+
+def check_row(row: dict, expect: dict, rel: float, angle_abs: float, other_abs: float = 1e-9) -> None:
+    for key, want in expect.items():
+        got = row[key]
+        if isinstance(want, float) and math.isnan(want):
+            assert math.isnan(got), key
+        elif key.startswith(("angle_", "rot_")):
+            assert got == pytest.approx(want, rel=rel, abs=angle_abs), key
+        else:
+            assert got == pytest.approx(want, rel=rel, abs=other_abs), key
+
+
+@pytest.mark.parametrize("shape", [(24, 16), (16, 24), (20, 20)])
+def test_matrix_metrics_match_float64_numpy(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    wr = rng.standard_normal(shape)
+    wt = wr + 0.3 * rng.standard_normal(shape)
+    fracs = [0.05, 0.25, 0.5, 1.0]
+    per_rank, rows = matrix_metrics(torch.from_numpy(wr), torch.from_numpy(wt), fracs, dtype=torch.float64)
+    for frac, row in zip(fracs, rows):
+        check_row(row, numpy_metrics(wr, wt, frac), rel=1e-7, angle_abs=1e-7)
+    sr, st = np.linalg.svd(wr, compute_uv=False), np.linalg.svd(wt, compute_uv=False)
+    np.testing.assert_allclose(per_rank["sigma_ref"].numpy(), sr, rtol=1e-10)
+    np.testing.assert_allclose(per_rank["rel_sigma_change"].numpy(), (st - sr) / sr, rtol=1e-8)
+    ur, ut = np.linalg.svd(wr)[0], np.linalg.svd(wt)[0]
+    r = min(shape)
+    np.testing.assert_allclose(per_rank["u_align"].numpy(), np.abs(np.sum(ur[:, :r] * ut[:, :r], 0)), rtol=1e-7)
+    # the float32 default agrees to float32 accuracy
+    _, rows32 = matrix_metrics(torch.from_numpy(wr).float(), torch.from_numpy(wt).float(), fracs)
+    for frac, row in zip(fracs, rows32):
+        check_row(row, numpy_metrics(wr, wt, frac), rel=2e-3, angle_abs=2e-3, other_abs=1e-4)
+
+
+def test_principal_angles_resolve_tiny_rotations_in_float32() -> None:
+    """arccos of a float32 cosine cannot see 1e-5 rad; the sine branch (as scipy) can."""
+    rng = np.random.default_rng(1)
+    a = np.linalg.qr(rng.standard_normal((50, 8)))[0]
+    rot = sla.expm(1e-5 * (lambda x: x - x.T)(rng.standard_normal((50, 50))))
+    b = rot @ a
+    want = sla.subspace_angles(a, b)[::-1]  # ascending
+    got = principal_angles(torch.from_numpy(a).float(), torch.from_numpy(b).float()).double().numpy()
+    assert want.max() > 1e-6
+    np.testing.assert_allclose(got, want, atol=3e-7)
+    same = principal_angles(torch.from_numpy(a), torch.from_numpy(a))
+    assert float(same.max()) < 1e-7
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_spectrum_on_checkpoints_matches_numpy(tmp_path: Path, arch: str) -> None:
+    ref, targets = build(tmp_path, arch, [0.2])
+    res = spectrum(ref, targets[0].path, tmp_path / "s.csv", ranks=[0.1, 0.5], dtype=torch.float64,
+                   progress=False)
+    pm, pr = res["per_matrix"], res["per_rank"]
+    assert (tmp_path / "s.per_rank.csv").is_file() and (tmp_path / "s.provenance.json").is_file()
+    r64, t64 = expected_parts(arch, load64(ref)), expected_parts(arch, load64(targets[0].path))
+    conv1d = arch == "gpt2"
+    mats = {k: v for k, v in r64.items() if v[2].ndim == 2}
+    assert set(zip(pm["tensor"], pm["part"])) == set(mats)
+    for (name, part), (layer, module, wr) in mats.items():
+        wt = t64[(name, part)][2]
+        if conv1d and layer is not None:  # GPT-2 Conv1D stores (in, out): analyse as (out, in)
+            wr, wt = wr.T, wt.T
+        rows = pm[(pm["tensor"] == name) & (pm["part"] == part)]
+        assert rows["module"].iloc[0] == module and (rows["rows"].iloc[0], rows["cols"].iloc[0]) == wr.shape
+        for _, row in rows.iterrows():
+            check_row(row.to_dict(), numpy_metrics(wr, wt, row["k_frac"]), rel=1e-6, angle_abs=1e-6)
+        ranked = pr[(pr["tensor"] == name) & (pr["part"] == part)]
+        np.testing.assert_allclose(ranked["sigma_target"], np.linalg.svd(wt, compute_uv=False), rtol=1e-9)
+        assert list(ranked["rank"]) == list(range(min(wr.shape)))
+
+
+def test_spectrum_select_cli_and_bad_input(tmp_path: Path, capsys) -> None:
+    ref, targets = build(tmp_path, "phi3", [0.1])
+    out = tmp_path / "s.csv"
+    assert main(["spectrum", str(ref), str(targets[0].path), "--out", str(out), "--ranks", "0.25",
+                 "--select", "q,gate@1"]) == 0
+    pm = pd.read_csv(out)
+    assert set(zip(pm["module"], pm["layer"])) == {("q", 1), ("gate", 1)} and (pm["k_frac"] == 0.25).all()
+    assert pm["angle_u_mean"].gt(0).all()
+    for args in (["--ranks", "0"], ["--select", "k@7"], ["--device", "cuda:0"] if not torch.cuda.is_available()
+                 else ["--ranks", "2"]):
+        capsys.readouterr()
+        assert main(["spectrum", str(ref), str(targets[0].path), "--out", str(out), *args]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    other, _ = build(tmp_path / "o", "llama", [])
+    capsys.readouterr()
+    assert main(["spectrum", str(ref), str(other), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: tensor model.layers.0.mlp.gate_up_proj.weight ")
+
+
+def test_nonfinite_matrix_is_flagged_not_fatal(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    ref, targets = build(tmp_path, "llama", [0.1])
+    f = targets[0].path / "model.safetensors"
+    sd = load_file(f)
+    sd["model.layers.0.mlp.up_proj.weight"][3, 3] = torch.nan
+    save_file(sd, str(f), metadata={"format": "pt"})
+    pm = spectrum(ref, targets[0].path, tmp_path / "s.csv", ranks=[0.5], progress=False)["per_matrix"]
+    bad = pm[pm["tensor"] == "model.layers.0.mlp.up_proj.weight"]
+    assert bad["nonfinite"].all() and bad["angle_u_mean"].isna().all()
+    assert (~pm[pm["tensor"] != "model.layers.0.mlp.up_proj.weight"]["nonfinite"]).all()
