@@ -1,0 +1,155 @@
+"""BudgetConfig: one training budget shared by SFT and GRPO.
+
+Every value both methods use (data, optimiser, schedule, batch, lengths, seed, checkpoints) is one
+field here, so the two runs of a comparison cannot drift apart; method-only knobs live under
+`sft.*` and `grpo.*`. Load it with
+
+    cfg = load_budget("smoke", ["lr=1e-5", "grpo.beta=0.04"])   # packaged name or a YAML path
+
+Batch accounting. A step sees `prompts_per_step` prompts. SFT runs them as sequences, GRPO as
+`prompts_per_step * grpo.num_generations` sampled completions; both cut the step into forward
+passes of `micro_batch_size` sequences per device (gradient accumulation). GRPO generates once per
+optimiser step, so every step of both methods corresponds to exactly one slice of the prompt stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tunescope.config import load_config
+from tunescope.errors import UserError
+
+PACKAGED = Path(__file__).resolve().parents[1] / "configs"
+REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.reward_functions
+
+
+@dataclass
+class SFTOptions:
+    loss_type: Literal["nll", "dft"] = "nll"  # "dft": -sg(p_t) log p_t (Dynamic Fine-Tuning, TRL's loss_type)
+
+
+@dataclass
+class GRPOOptions:
+    num_generations: int = 4  # completions per prompt (the group); >= 2
+    beta: float = 0.0  # KL(pi || pi_ref) weight; 0 = no reference model (the study's setting)
+    epsilon: float = 0.2  # PPO clip range
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dr_grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "none"  # "none": advantages not std-scaled (Dr. GRPO)
+    temperature: float = 0.6  # sampling temperature of the rollouts
+    top_p: float = 1.0
+    rewards: list[str] = field(default_factory=lambda: ["correct", "format"])  # short names, see REWARDS
+    reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.2])  # one per reward
+    use_vllm: bool = False  # needs a CUDA GPU and `pip install vllm`
+    vllm_mode: Literal["colocate", "server"] = "colocate"  # colocate shares the training GPU(s)
+
+
+@dataclass
+class BudgetConfig:
+    # data: exactly one of `task` (a tunescope.world task name) or `dataset` (JSONL file or HF dataset dir)
+    task: str | None = "maths"
+    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {shaped: true} for game24
+    dataset: str | None = None  # rows with prompt, solution, answer
+    n_train_items: int = 1024  # distinct training problems; the stream cycles through them in epochs
+    # optimisation
+    lr: float = 1e-5
+    scheduler: Literal["constant_with_warmup", "cosine", "linear", "constant"] = "constant_with_warmup"
+    warmup_ratio: float = 0.1
+    max_steps: int = 100
+    prompts_per_step: int = 16  # effective batch in prompts (over all devices)
+    micro_batch_size: int = 8  # sequences per device per forward pass; lower it to save memory
+    max_grad_norm: float = 0.2
+    weight_decay: float = 0.0
+    optimizer: Literal["adamw_torch", "adafactor", "sgd"] = "adamw_torch"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    seed: int = 0
+    # lengths in tokens; training items longer than these are filtered out for both methods
+    max_prompt_length: int = 256
+    max_completion_length: int = 256
+    # checkpoints at fixed fractions of max_steps (plus the step-0 model)
+    checkpoint_every: float = 0.05
+    # freezing by selectors (tunescope.naming): "gate,up,down@19-25"; train_only: "q,k"
+    freeze: list[str] = field(default_factory=list)
+    train_only: list[str] = field(default_factory=list)
+    sft: SFTOptions = field(default_factory=SFTOptions)
+    grpo: GRPOOptions = field(default_factory=GRPOOptions)
+    tensorboard: bool = False  # also log to RUN/tensorboard
+    bf16: bool = True  # mixed precision on GPU; always off on CPU
+
+    def __post_init__(self) -> None:
+        if (self.task is None) == (self.dataset is None):
+            raise UserError("set exactly one of task=NAME or dataset=PATH (set the other to null)")
+        for name in ("n_train_items", "max_steps", "prompts_per_step", "micro_batch_size",
+                     "max_prompt_length", "max_completion_length"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.checkpoint_every <= 1:
+            raise UserError(f"checkpoint_every is a fraction of training in (0, 1], got {self.checkpoint_every}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if self.prompts_per_step % self.sft_micro_batch:
+            raise UserError(f"micro_batch_size={self.micro_batch_size} must divide prompts_per_step="
+                            f"{self.prompts_per_step} (or exceed it); change micro_batch_size")
+        g = self.grpo
+        if g.num_generations < 2:
+            raise UserError(f"grpo.num_generations must be at least 2 (advantages compare samples), got "
+                            f"{g.num_generations}")
+        n = self.prompts_per_step * g.num_generations
+        if n % self.micro_batch_size:
+            divisors = [d for d in range(1, n + 1) if n % d == 0 and d <= self.micro_batch_size]
+            raise UserError(
+                f"prompts_per_step={self.prompts_per_step} x grpo.num_generations={g.num_generations} = {n} "
+                f"completions per step, which micro_batch_size={self.micro_batch_size} does not divide; "
+                f"change micro_batch_size (e.g. to {divisors[-1]}) or grpo.num_generations")
+        bad = [r for r in g.rewards if r not in REWARDS]
+        if bad or not g.rewards:
+            raise UserError(f"grpo.rewards: unknown reward {bad[0] if bad else '(none)'}; "
+                            f"choose from {', '.join(REWARDS)}")
+        if len(g.reward_weights) != len(g.rewards):
+            raise UserError(f"grpo.reward_weights has {len(g.reward_weights)} values for {len(g.rewards)} "
+                            f"grpo.rewards; give one weight per reward")
+        if g.temperature <= 0 or not 0 < g.top_p <= 1:
+            raise UserError("grpo.temperature must be > 0 and grpo.top_p in (0, 1]")
+        if g.beta < 0 or g.epsilon <= 0:
+            raise UserError("grpo.beta must be >= 0 and grpo.epsilon > 0")
+
+    @property
+    def sft_micro_batch(self) -> int:
+        """Prompts per device per forward pass for SFT."""
+        return min(self.micro_batch_size, self.prompts_per_step)
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps that get a checkpoint: 0 and round(k * checkpoint_every * max_steps), ending at max_steps."""
+        k = math.ceil(1 / self.checkpoint_every - 1e-9)
+        steps = {0, self.max_steps}
+        steps.update(min(self.max_steps, round(i * self.checkpoint_every * self.max_steps)) for i in range(k + 1))
+        return sorted(steps)
+
+    def gradient_accumulation(self, method: str, world_size: int) -> int:
+        """Forward passes per optimiser step on each device, after checking the batch splits evenly."""
+        if method == "sft":
+            per_pass, total, what = self.sft_micro_batch, self.prompts_per_step, "prompts_per_step"
+        else:
+            per_pass, total = self.micro_batch_size, self.prompts_per_step * self.grpo.num_generations
+            what = "prompts_per_step x grpo.num_generations"
+        if total % (per_pass * world_size):
+            raise UserError(f"{what} = {total} does not split over {world_size} processes x micro_batch_size "
+                            f"{per_pass}; change micro_batch_size or prompts_per_step")
+        return total // (per_pass * world_size)
+
+
+def load_budget(path_or_name: str | Path | None = None, overrides: list[str] | None = None) -> BudgetConfig:
+    """A budget from a YAML path or a packaged name ("smoke", "default"), with key=value overrides."""
+    path = None
+    if path_or_name is not None:
+        path = Path(path_or_name)
+        packaged = PACKAGED / f"budget_{path_or_name}.yaml"
+        if not path.exists() and packaged.is_file():
+            path = packaged
+    return load_config(BudgetConfig, path, overrides)

@@ -1,0 +1,262 @@
+"""`train(method, model, out, cfg)`: one controlled SFT or GRPO run, checkpointed and resumable.
+
+    setup   check the run directory, load model + tokenizer, freeze, build the prompt stream
+    train   TRL trainer with RunCallback (step log, checkpoints at fixed fractions, resumable state)
+    finish  check every process ends with the same weights, write compute totals to run.json
+
+Run directory (see tunescope.checkpoints):
+
+    RUN/run.json                     method, base model, resolved config, provenance, totals
+    RUN/log.jsonl                    one line per optimiser step
+    RUN/checkpoints/step-000000/     the base model as trained (step 0), then every checkpoint_every
+    RUN/state/checkpoint-N/          the newest resumable Trainer state (optimiser, scheduler, RNG)
+
+The same function serves `tunescope train`, the study runner and `accelerate launch` (every process
+runs it; only the main one writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from tunescope.checkpoints import SIDECAR, checkpoint_dir
+from tunescope.config import to_dict
+from tunescope.errors import UserError
+from tunescope.fsutil import atomic_dir, check_writable_parent
+from tunescope.provenance import provenance, write_json
+from tunescope.train.callbacks import RunCallback, StepRecorder, export_checkpoint
+from tunescope.train.config import BudgetConfig
+from tunescope.train.data import filter_by_length, load_pool, prompt_stream
+from tunescope.train.freeze import apply_freeze
+
+Method = Literal["sft", "grpo"]
+
+
+# ---------------------------------------------------------------- model
+def load_model(model: str | Path, dtype: Any = None) -> tuple[Any, Any]:
+    """(causal LM, tokenizer with a chat template) from a local directory or a hub id."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    try:
+        config = AutoConfig.from_pretrained(str(model))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a model config from {model} ({str(e).splitlines()[0]}); "
+                        f"pass a Hugging Face model directory or hub id") from None
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = config.architectures or []
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING or (archs and not set(archs) & causal):
+        what = archs[0] if archs else type(config).__name__
+        raise UserError(f"{model} holds a {what}, not a causal language model; "
+                        f"pass a decoder-only model directory (e.g. Llama)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a tokenizer from {model} ({str(e).splitlines()[0]})") from None
+    if not tok.chat_template:
+        raise UserError(f"the tokenizer of {model} has no chat template; use an instruct/chat model or add one")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype or torch.float32)
+    return lm, tok
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 over every parameter's bytes, in name order: equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- run directory
+def _last_state(run: Path) -> Path | None:
+    states = [d for d in (run / "state").glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
+    return max(states, key=lambda d: int(d.name.split("-")[1]), default=None)
+
+
+def _check_run_dir(run: Path, method: str, cfg: BudgetConfig, resume: bool) -> None:
+    meta = run / "run.json"
+    if not resume:
+        if meta.exists():
+            raise UserError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+        if run.exists() and any(run.iterdir()):
+            raise UserError(f"output directory {run} exists and is not empty; choose another --out")
+        return
+    if not meta.is_file():
+        raise UserError(f"nothing to resume in {run} (no run.json); drop --resume to start a new run")
+    old = json.loads(meta.read_text())
+    if old.get("method") != method:
+        raise UserError(f"{run} is a {old.get('method')} run; resume it with `tunescope train {old.get('method')}`")
+    if old.get("config") != to_dict(cfg):
+        changed = sorted(k for k, v in to_dict(cfg).items() if old.get("config", {}).get(k) != v)
+        raise UserError(f"--resume needs the config the run started with; these keys differ: {', '.join(changed)}")
+
+
+def _trim_log(run: Path, last_step: int) -> None:
+    """Drop log lines after the step we resume from (they will be written again)."""
+    log = run / "log.jsonl"
+    if log.is_file():
+        keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+        tmp = log.with_name("log.jsonl.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, log)
+
+
+def _totals(run: Path) -> dict[str, Any]:
+    lines = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
+    return {"steps": len(lines), "tokens_trained": sum(ln["tokens"] or 0 for ln in lines),
+            "tokens_generated": sum(ln["tokens_generated"] or 0 for ln in lines),
+            "train_seconds": round(sum(ln["seconds"] or 0 for ln in lines), 3),
+            "generation_seconds": round(sum(ln["gen_seconds"] or 0 for ln in lines), 3)}
+
+
+# ---------------------------------------------------------------- trainer arguments
+def common_args(cfg: BudgetConfig, run: Path) -> dict[str, Any]:
+    """TrainingArguments shared by both methods, every one written out (defaults drift between versions)."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return dict(
+        output_dir=str(run / "state"),
+        max_steps=cfg.max_steps,
+        num_train_epochs=1,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,  # < 1: a ratio of max_steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optimizer,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        train_sampling_strategy="sequential",  # the prompt stream is pre-shuffled (data.py)
+        bf16=bool(gpu and cfg.bf16),
+        fp16=False,
+        use_cpu=not gpu,
+        gradient_checkpointing=False,
+        logging_strategy="steps",
+        logging_steps=1,
+        logging_first_step=False,
+        save_strategy="no",  # RunCallback asks for saves at the checkpoint fractions
+        save_total_limit=1,  # keep only the newest resumable state
+        save_only_model=False,
+        ignore_data_skip=False,
+        include_num_input_tokens_seen="non_padding",
+        report_to=["tensorboard"] if cfg.tensorboard else "none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        torch_empty_cache_steps=None,
+    )
+
+
+# ---------------------------------------------------------------- train
+def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resume: bool = False,
+          stop_after: int | None = None) -> Path:
+    """Run `method` ("sft" or "grpo") from `model` under budget `cfg`; return the run directory.
+
+    `stop_after` ends this session after that checkpoint step (the run stays resumable).
+    """
+    if method not in ("sft", "grpo"):
+        raise UserError(f"method must be sft or grpo, got {method!r}")
+    if stop_after is not None and stop_after not in cfg.checkpoint_steps()[1:]:
+        raise UserError(f"stop_after={stop_after} is not a checkpoint step; use one of "
+                        f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
+    run = Path(out)
+    check_writable_parent(run)
+    _check_run_dir(run, method, cfg, resume)
+    if cfg.tensorboard:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
+
+    lm, tok = load_model(model)
+    counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
+    task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options)
+    pool_all = len(pool)
+    pool = filter_by_length(pool, tok, cfg.max_prompt_length, cfg.max_completion_length)
+    stream = prompt_stream(pool, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
+
+    from tunescope.train.grpo import build_grpo_trainer, grpo_args
+    from tunescope.train.sft import build_sft_trainer, sft_args
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accum = cfg.gradient_accumulation(method, world)
+    common = common_args(cfg, run)
+    args = sft_args(cfg, common, accum) if method == "sft" else grpo_args(cfg, common, accum)
+    main = args.process_index == 0
+    _barrier()  # every process has checked the run directory before the main one writes to it
+
+    config = to_dict(cfg)
+    prov = provenance(config=config, seed=cfg.seed, method=method, base_model=str(model))
+    sidecar = {"method": method, "base_model": str(model), "config": config, "provenance": prov}
+    state = _last_state(run) if resume else None
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / "run.json").exists():
+            write_json(run / "run.json", {"method": method, "base_model": str(model), "config": config,
+                                          "provenance": prov, "status": "running",
+                                          "data": {"pool": pool_all, "kept_after_length_filter": len(pool),
+                                                   "stream": len(stream)},
+                                          "parameters": counts, "world_size": world})
+        first = checkpoint_dir(run, 0)
+        if not first.exists():
+            with atomic_dir(first) as tmp:
+                lm.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+                write_json(tmp / SIDECAR, {**sidecar, "step": 0, "fraction": 0.0})
+        if state is not None:  # a crash between saving the state and publishing its checkpoint
+            step = int(state.name.split("-")[1])
+            export_checkpoint(state, checkpoint_dir(run, step), {**sidecar, "step": step,
+                                                                 "fraction": step / cfg.max_steps})
+        _trim_log(run, int(state.name.split("-")[1]) if state is not None else 0)
+    _barrier()
+
+    recorder = StepRecorder()
+    completions = cfg.prompts_per_step * cfg.grpo.num_generations
+    callback = RunCallback(run, method, cfg.max_steps, cfg.checkpoint_steps(), sidecar, recorder,
+                           sequences_per_step=(cfg.prompts_per_step if method == "sft" else completions) // world,
+                           completions_per_step=completions, stop_after=stop_after)
+    if method == "sft":
+        trainer = build_sft_trainer(lm, tok, stream, args, [callback], recorder)
+    else:
+        items = {it.id: it for it in pool}
+        trainer = build_grpo_trainer(lm, tok, stream, task, items, cfg, args, [callback], recorder)
+
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(state) if state is not None else None)
+    wall = time.perf_counter() - t0
+
+    # every process must end with the same weights (data parallel keeps replicas in sync)
+    from tunescope.train.callbacks import _gather
+
+    digests = _gather(weights_digest(trainer.model))
+    if main:
+        meta = json.loads((run / "run.json").read_text())
+        done = trainer.state.global_step >= cfg.max_steps
+        meta.update({"status": "done" if done else f"stopped at step {trainer.state.global_step}", "totals": {**_totals(run), "last_session_wall_seconds": round(wall, 3)},
+                     "replicas": {"world_size": len(digests), "weights_sha256": digests,
+                                  "identical": len(set(digests)) == 1}})
+        write_json(run / "run.json", meta)
+    _barrier()
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"data-parallel replicas diverged: {digests}")
+    return run
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
