@@ -11,7 +11,7 @@ from tunescope.world import TASKS, get_task
 from tunescope.world.facts import LETTERS, TWOHOP_QUESTIONS, VALUES, build_world
 from tunescope.world.instruct import check
 from tunescope.world.maths import math_equal
-from tunescope.world.task import format_completion
+from tunescope.world.task import Task, format_completion
 
 SAMPLE = {"maths": 400, "maths_hard": 200, "game24": 200, "game24_ood": 150, "facts": 150,
           "twohop": 150, "instruct": 400}
@@ -28,6 +28,7 @@ def test_registry_names_and_unknown_suite():
 @pytest.mark.parametrize("name", list(TASKS))
 def test_same_seed_same_items_and_gold_scores_one(name):
     task = get_task(name, seed=3)
+    assert isinstance(task, Task) and task.name == name
     items = task.items("test", SAMPLE[name])
     assert items == get_task(name, seed=3).items("test", SAMPLE[name])
     assert len({i.id for i in items}) == len(items)

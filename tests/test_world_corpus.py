@@ -35,6 +35,7 @@ def test_sizes_and_counts():
     smoke = pretraining_examples(0, "smoke")
     assert len(smoke) == total_examples(SIZES["smoke"])
     assert len(pretraining_examples(0, 300)) == 300
+    assert len(pretraining_examples(0, 20000)) == 20000
     with pytest.raises(UserError, match="smoke"):
         pretraining_examples(0, "huge")
     with pytest.raises(UserError):

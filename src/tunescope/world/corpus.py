@@ -129,7 +129,7 @@ def pretraining_examples(
     """The shuffled pretraining mixture.
 
     `size` names a preset in SIZES, or is a number of examples: the default mixture scaled to
-    about that many (then cut to exactly that many). `config` overrides both. Every example
+    slightly more, then cut to exactly that many. `config` overrides both. Every example
     carries a `domain` field naming its source (e.g. "facts", "chat:maths").
     """
     n_total: int | None = None
@@ -138,7 +138,8 @@ def pretraining_examples(
             if size < 1:
                 raise UserError(f"corpus size must be >= 1 example, got {size}")
             n_total = size
-            config = SIZES["default"].scaled(size / total_examples(SIZES["default"]))
+            # a little over, then cut: rounding of per-source counts never leaves it short
+            config = SIZES["default"].scaled(1.05 * size / total_examples(SIZES["default"]) + 1e-3)
         elif size in SIZES:
             config = SIZES[size]
         else:
