@@ -1,0 +1,240 @@
+"""Findings in plain words, computed from the report's tables (never written in advance).
+
+Each finding states what the data shows and, where the original studies made a claim about the same
+thing, whether this study's data supports it ("supported", "not supported", "inconclusive"). Claims
+come from the research brief: Rajani et al. 2025 ("Scalpel vs. Hammer") and Jin et al. 2025 ("RL is
+neither a panacea nor a mirage"). A difference counts only when the 95% intervals do not overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tunescope.report.tables import accuracy, final_scores
+
+
+@dataclass
+class Finding:
+    topic: str
+    text: str
+    claim: str = ""  # the original study's claim this finding tests ("" when none)
+    verdict: str = ""  # supported | not supported | inconclusive | ""
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.0f}%"
+
+
+def _g(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def compute(tables: dict[str, pd.DataFrame]) -> list[Finding]:
+    out: list[Finding] = []
+    out += _modules(tables)
+    out += _update_ratio(tables)
+    out += _gains(tables)
+    out += _kl(tables)
+    out += _ood_peak(tables)
+    out += _recoveries(tables)
+    out += _spectra(tables)
+    out += _freezing(tables)
+    out += _seeds(tables)
+    return out
+
+
+def as_table(findings: list[Finding]) -> pd.DataFrame:
+    return pd.DataFrame([f.__dict__ for f in findings], columns=["topic", "text", "claim", "verdict"])
+
+
+def _modules(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    rank = t.get("module_ranking")
+    if rank is None:
+        return []
+    out = []
+    top2_qk = {}
+    for run, g in rank.groupby("run", sort=False):
+        g = g.sort_values("rank")
+        top = g.iloc[0]
+        order = ", ".join(f"{m} {v:.2g}" for m, v in zip(g["module"], g["mean_rel_change"]))
+        top2_qk[run] = set(g["module"].iloc[:2]) == {"q", "k"}
+        out.append(Finding("weights", f"{top['label']}: {top['module']} moved most (final relative change, layer "
+                                      f"mean: {order})."))
+    plain = [r for r in top2_qk if r in set(rank.loc[rank["kind"].isin(["sft", "grpo"]), "run"])]
+    if plain:
+        n = sum(top2_qk[r] for r in plain)
+        verdict = "supported" if n == len(plain) else ("not supported" if n == 0 else "inconclusive")
+        out.append(Finding("weights", f"Q and K are the two most-changed module types in {n} of {len(plain)} runs.",
+                           "Both methods move Q and K most (Rajani et al.)", verdict))
+    return out
+
+
+def _update_ratio(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    size = t.get("update_size")
+    if size is None:
+        return []
+    grpo = size[size["kind"] == "grpo"]
+    sft = size[size["kind"] == "sft"]
+    if grpo.empty or sft.empty:
+        return []
+    g = grpo.iloc[0]
+    out = []
+    ratios = []
+    for _, s in sft.iterrows():
+        r = s["mean_rel_change"] / g["mean_rel_change"] if g["mean_rel_change"] > 0 else math.inf
+        ratios.append(r)
+        out.append(Finding("weights", f"{s['label']} changed the weights {r:.1f}x as much as {g['label']} "
+                                      f"(layer-mean relative change {_g(s['mean_rel_change'])} vs {_g(g['mean_rel_change'])})."))
+    bigger = sum(r > 1 for r in ratios)
+    verdict = "supported" if bigger == len(ratios) else ("not supported" if bigger == 0 else "inconclusive")
+    out.append(Finding("weights", f"SFT's update is larger than GRPO's in {bigger} of {len(ratios)} SFT runs.",
+                       "SFT moves the weights far more than GRPO (4-50x in Rajani et al.)", verdict))
+    return out
+
+
+def _gains(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    trade = t.get("tradeoff")
+    scores = t.get("scores")
+    if trade is None or scores is None:
+        return []
+    out = []
+    for _run, g in trade.groupby("run", sort=False):
+        first, last = g[g["step"] == g["step"].min()], g[g["step"] == g["step"].max()]
+        did, dood = float(last["id"].mean() - first["id"].mean()), float(last["ood"].mean() - first["ood"].mean())
+        out.append(Finding("accuracy", f"{g['label'].iloc[0]}: in-domain ({g['id_suite'].iloc[0]}) "
+                                       f"{first['id'].mean():.2f} -> {last['id'].mean():.2f} ({did:+.2f}); "
+                                       f"out-of-domain mean {first['ood'].mean():.2f} -> {last['ood'].mean():.2f} "
+                                       f"({dood:+.2f})."))
+    return out
+
+
+def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    d = t.get("distribution")
+    if d is None or d.empty or d["kl"].isna().all():
+        return []
+    last = d[d["kind"].isin(["sft", "grpo"])]
+    last = last[last["step"] == last.groupby(["run", "seed"])["step"].transform("max")]
+    m = last.groupby(["run", "kind"], sort=False)[["kl", "kl_ci_low", "kl_ci_high"]].mean().reset_index()
+    if m.empty:
+        return []
+    text = "; ".join(f"{r.run} {_g(r.kl)} [{_g(r.kl_ci_low)}, {_g(r.kl_ci_high)}]" for r in m.itertuples())
+    out = [Finding("distribution", f"Final per-token KL(base || model): {text}.")]
+    sft, grpo = m[m["kind"] == "sft"], m[m["kind"] == "grpo"]
+    if len(sft) and len(grpo):
+        below = sum(bool(g.kl_ci_high < s.kl_ci_low) for g in grpo.itertuples() for s in sft.itertuples())
+        pairs = len(sft) * len(grpo)
+        verdict = "supported" if below == pairs else ("not supported" if below == 0 else "inconclusive")
+        out.append(Finding("distribution", f"GRPO's final KL is below SFT's, intervals apart, in {below} of "
+                                           f"{pairs} SFT-GRPO pairs.",
+                           "GRPO drifts from the base far less than SFT (Rajani et al.)", verdict))
+    return out
+
+
+def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    c = t.get("ood_curve")
+    if c is None:
+        return []
+    out = []
+    for run, g in c.groupby("run", sort=False):
+        p = g[g["is_peak"]].iloc[0]
+        first, last = g.iloc[0], g.iloc[-1]
+        rises = p["ood_ci_low"] > first["ood_ci_high"]
+        falls = p["ood_ci_low"] > last["ood_ci_high"]
+        id_up = last["id"] > p["id"]
+        verdict = "supported" if rises and falls and id_up else (
+            "not supported" if not (p["ood"] > first["ood"] and p["ood"] > last["ood"]) else "inconclusive")
+        out.append(Finding(
+            "ood peak", f"{run}: the out-of-distribution score peaks at step {int(p['step'])} "
+                        f"({_pct(p['fraction'])} of training) at {p['ood']:.2f} [{p['ood_ci_low']:.2f}, "
+                        f"{p['ood_ci_high']:.2f}], from {first['ood']:.2f} at the start to {last['ood']:.2f} at the "
+                        f"end, while in-distribution goes {p['id']:.2f} -> {last['id']:.2f}.",
+            "OOD accuracy rises early in SFT, peaks, then falls while ID keeps rising (Jin et al.)", verdict))
+    return out
+
+
+def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    r = t.get("recovery")
+    if r is None:
+        return []
+    out = []
+    for row in r.itertuples():
+        interval = (f" [{_pct(row.recovery_low)}, {_pct(row.recovery_high)}]"
+                    if math.isfinite(row.recovery_low) and math.isfinite(row.recovery_high) else "")
+        text = (f"{row.label}: {row.suite} {row.ood_target:.2f} -> {row.ood_after:.2f} against the peak's "
+                f"{row.ood_reference:.2f}, recovering {_pct(row.recovery)}{interval} of the loss.")
+        if not math.isfinite(row.recovery):
+            text += " Nothing was lost between the peak and the target, so recovery is undefined."
+        claim = ("RL recovers most of the OOD loss (85-99% in Jin et al.)" if row.kind == "run"
+                 else "Restoring top-20% directions or resetting the first 25% of layers recovers 70-80% (Jin et al.)")
+        if not math.isfinite(row.recovery):
+            verdict = "inconclusive"
+        elif math.isfinite(row.recovery_low) and row.recovery_low >= 0.5:
+            verdict = "supported"
+        elif math.isfinite(row.recovery_high) and row.recovery_high < 0.5:
+            verdict = "not supported"
+        else:
+            verdict = "inconclusive"
+        out.append(Finding("recovery", text, claim, verdict))
+    return out
+
+
+def _spectra(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    s = t.get("spectrum_sigma")
+    if s is None:
+        return []
+    out = []
+    for name, g in s.groupby("spectrum", sort=False):
+        g = g.set_index("band")
+        sig = float((g["mean_abs_rel_sigma_change"] * g["n_values"]).sum() / g["n_values"].sum())
+        ang = g["u_angle_deg"]
+        edges = [b for b in ("top 10%", "bottom 10%") if b in ang.index]
+        bulk = [b for b in ("10-50%", "50-90%") if b in ang.index]
+        text = (f"{name}: singular values moved {sig:.3g} on average (|Δσ/σ|); matched singular vectors turned "
+                + ", ".join(f"{b} {ang[b]:.1f}°" for b in ang.index) + ".")
+        if edges and bulk:
+            e, b = float(ang[edges].mean()), float(ang[bulk].mean())
+            verdict = "supported" if e > b else "not supported"
+            out.append(Finding("spectra", text + f" Edges {e:.1f}° vs bulk {b:.1f}°.",
+                               "Directions move most at the top and bottom of the spectrum, the bulk stays (Jin et al.)",
+                               verdict))
+        else:
+            out.append(Finding("spectra", text))
+    return out
+
+
+def _freezing(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    f = t.get("freezing")
+    if f is None:
+        return []
+    out = []
+    for group, g in f.groupby("group", sort=False):
+        base = g[g["run"] == group].set_index("suite")
+        for _run, h in g[g["run"] != group].groupby("run", sort=False):
+            h = h.set_index("suite")
+            better = [s for s in h.index if s in base.index and h.loc[s, "ci_low"] > base.loc[s, "ci_high"]]
+            worse = [s for s in h.index if s in base.index and h.loc[s, "ci_high"] < base.loc[s, "ci_low"]]
+            out.append(Finding("freezing", f"{h['label'].iloc[0]} vs {base['label'].iloc[0]}: better on "
+                                           f"{', '.join(better) or 'no suite'}, worse on {', '.join(worse) or 'no suite'} "
+                                           f"(95% intervals apart); the rest overlap.",
+                               "Freezing is inconclusive: better on some suites, worse on others (Rajani et al.)",
+                               "supported" if better and worse else ("inconclusive" if not better and not worse
+                                                                      else "not supported")))
+    return out
+
+
+def _seeds(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    sp = t.get("seed_spread")
+    if sp is None or sp["seeds"].max() < 2:
+        return []
+    scores = t["scores"]
+    f = final_scores(accuracy(scores))
+    multi = f.groupby("run")["seed"].nunique()
+    out = []
+    for run in multi[multi > 1].index:
+        g = f[f["run"] == run].groupby("suite")["value"].agg(["std", "count"])
+        out.append(Finding("seeds", f"{run}: across {int(g['count'].max())} seeds the final accuracy varies by "
+                                    f"a standard deviation of {g['std'].mean():.3f} on average over suites."))
+    return out

@@ -1,0 +1,343 @@
+"""Every number of the report, as tidy tables built from the study's artifacts (DIR/tables/*.csv).
+
+`collect(manifest)` reads the stage outputs named in the manifest (study.json) and returns a dict of
+DataFrames; the figures, the findings and the HTML are all made from these tables, so every number
+in the report is also in a CSV. Nothing here trains or evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MODULES = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+def _stages(manifest: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {n: r for n, r in manifest["stages"].items() if r["kind"] == kind}
+
+
+def _run_seed(stage_name: str) -> tuple[str, int | None]:
+    parts = stage_name.split("/")
+    if len(parts) == 3 and parts[2].startswith("s"):
+        return parts[1], int(parts[2][1:])
+    return parts[-1], None
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size > 0 else None
+
+
+def _label(manifest: dict[str, Any], run: str) -> str:
+    if run in manifest["runs"]:
+        return manifest["runs"][run]["label"]
+    return run
+
+
+def _method(manifest: dict[str, Any], run: str) -> str:
+    if run in manifest["runs"]:
+        return manifest["runs"][run]["method"]
+    return "intervention" if run in manifest.get("interventions", {}) else run
+
+
+def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    t: dict[str, pd.DataFrame] = {}
+    t["stages"] = pd.DataFrame([{"stage": n, "kind": r["kind"], "wall_s": r.get("wall_s"), "key": r.get("key")}
+                                for n, r in manifest["stages"].items()])
+    t["compute"] = _compute(manifest)
+    scores, dist = _evaluations(manifest)
+    t["scores"], t["distribution"] = scores, dist
+    if not scores.empty:
+        t["seed_spread"] = _seed_spread(scores)
+        t["final"] = _final(manifest, scores)
+        t["tradeoff"] = _tradeoff(manifest, scores)
+    t.update(_weights(manifest))
+    t.update(_spectra(manifest))
+    if not scores.empty:
+        t["freezing"] = _freezing(manifest, scores)
+        t.update(_ood_peak(manifest, scores))
+    return {k: v for k, v in t.items() if v is not None and not v.empty}
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        tmp = out / f".{name}.csv.tmp"
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, out / f"{name}.csv")
+
+
+# ------------------------------------------------------------------------------------------ compute
+def _compute(manifest: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, rec in _stages(manifest, "train").items():
+        run, seed = _run_seed(name)
+        meta_f = Path(rec["result"]["run"]) / "run.json"
+        meta = json.loads(meta_f.read_text()) if meta_f.is_file() else {}
+        tot = meta.get("totals", {})
+        rows.append({"run": run, "label": _label(manifest, run), "method": _method(manifest, run), "seed": seed,
+                     "steps": tot.get("steps"), "tokens_trained": tot.get("tokens_trained"),
+                     "tokens_generated": tot.get("tokens_generated"), "train_seconds": tot.get("train_seconds"),
+                     "generation_seconds": tot.get("generation_seconds"), "stage_wall_s": rec.get("wall_s")})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ evaluations
+def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    scores, dists = [], []
+    for name, rec in _stages(manifest, "evaluate").items():
+        run, seed = _run_seed(name)
+        d = Path(rec["dir"])
+        ident = {"run": run, "label": "base" if run == "base" else _label(manifest, run),
+                 "kind": _method(manifest, run), "seed": seed}
+        s = _read(d / "scores.csv")
+        if s is not None:
+            scores.append(s.assign(**ident))
+        x = _read(d / "distribution.csv")
+        if x is not None:
+            dists.append(x.assign(**ident))
+    scores_df = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame()
+    dist_df = pd.concat(dists, ignore_index=True) if dists else pd.DataFrame()
+    for df in (scores_df, dist_df):
+        if not df.empty:
+            df["fraction"] = df["fraction"].astype(float).fillna(1.0)
+            df["step"] = df["step"].fillna(-1).astype(int)
+    if not scores_df.empty:
+        scores_df = scores_df[["run", "label", "kind", "seed", "model", "step", "fraction", "suite", "metric",
+                               "value", "ci_low", "ci_high", "n"]]
+    return scores_df, dist_df
+
+
+def accuracy(scores: pd.DataFrame) -> pd.DataFrame:
+    return scores[scores["metric"] == "accuracy"]
+
+
+def _seed_spread(scores: pd.DataFrame) -> pd.DataFrame:
+    a = accuracy(scores)
+    g = a.groupby(["run", "label", "kind", "fraction", "suite"], sort=False)["value"]
+    out = g.agg(mean="mean", std="std", min="min", max="max", seeds="count").reset_index()
+    return out
+
+
+def final_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per run (and seed) the last checkpoint's accuracy, plus the base model."""
+    a = accuracy(scores)
+    last = a.groupby(["run", "seed"], dropna=False)["step"].transform("max")
+    return a[a["step"] == last]
+
+
+def _final(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
+    """The original study's layout: suites as rows, base and each run's final checkpoint as columns."""
+    f = final_scores(scores)
+    f = f[f["kind"] != "intervention"]
+    g = f.groupby(["run", "suite"], sort=False).agg(value=("value", "mean"), ci_low=("ci_low", "mean"),
+                                                     ci_high=("ci_high", "mean"), seeds=("value", "size"),
+                                                     seed_std=("value", "std")).reset_index()
+    g["label"] = [("base" if r == "base" else _label(manifest, r)) for r in g["run"]]
+    return g
+
+
+def _tradeoff(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
+    """Per checkpoint: accuracy on the run's training suite (ID) vs the mean over the other suites (OOD)."""
+    a = accuracy(scores)
+    rows = []
+    for run, spec in manifest["runs"].items():
+        r = a[a["run"] == run]
+        if r.empty:
+            continue
+        task = spec["task"]
+        ood_suites = [spec["ood_suite"]] if spec.get("ood_suite") else [s for s in r["suite"].unique() if s != task]
+        for (seed, step, frac), g in r.groupby(["seed", "step", "fraction"]):
+            idv = g.loc[g["suite"] == task, "value"]
+            ood = g.loc[g["suite"].isin(ood_suites), "value"]
+            rows.append({"run": run, "label": spec["label"], "method": spec["method"], "seed": seed, "step": step,
+                         "fraction": frac, "id_suite": task, "ood_suites": " ".join(ood_suites),
+                         "id": float(idv.mean()) if len(idv) else np.nan,
+                         "ood": float(ood.mean()) if len(ood) else np.nan})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ weights
+def _weights(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    by_mod, by_layer = [], []
+    for name, rec in _stages(manifest, "diff").items():
+        run, seed = _run_seed(name)
+        d = Path(rec["dir"])
+        ident = {"run": run, "label": _label(manifest, run), "kind": _method(manifest, run), "seed": seed}
+        m = _read(d / "diff.by_module.csv")
+        if m is not None:
+            by_mod.append(m.assign(**ident))
+        lay = _read(d / "diff.by_layer.csv")
+        if lay is not None:
+            by_layer.append(lay.assign(**ident))
+    if not by_mod:
+        return {}
+    mod = pd.concat(by_mod, ignore_index=True)
+    mod = mod[mod["step"].fillna(0) > 0]
+    lay = pd.concat(by_layer, ignore_index=True)
+    traj = mod[["run", "label", "kind", "seed", "step", "fraction", "module", "mean_rel_change",
+                "pooled_rel_change"]].reset_index(drop=True)
+    last_step = lay.groupby(["run", "seed"])["step"].transform("max")
+    heat = lay[(lay["step"] == last_step)][["run", "label", "kind", "seed", "step", "layer", "module", "rel_change"]]
+    last_mod = mod[mod["step"] == mod.groupby(["run", "seed"])["step"].transform("max")]
+    rank = (last_mod[last_mod["module"].isin(MODULES)]
+            .groupby(["run", "label", "kind", "module"], sort=False)["mean_rel_change"].mean().reset_index())
+    rank["rank"] = rank.groupby("run")["mean_rel_change"].rank(ascending=False, method="first").astype(int)
+    rank = rank.sort_values(["run", "rank"]).reset_index(drop=True)
+    overall = (last_mod[last_mod["module"] == "all"].groupby(["run", "label", "kind"], sort=False)
+               [["mean_rel_change", "pooled_rel_change"]].mean().reset_index())
+    return {"weight_change_final": heat.reset_index(drop=True), "module_trajectory": traj,
+            "module_ranking": rank, "update_size": overall}
+
+
+# ------------------------------------------------------------------------------------------ spectra
+BANDS = [(0.0, 0.1, "top 10%"), (0.1, 0.5, "10-50%"), (0.5, 0.9, "50-90%"), (0.9, 1.01, "bottom 10%")]
+
+
+def _spectra(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    sig, ang = [], []
+    for name, rec in _stages(manifest, "spectrum").items():
+        spec = name.split("/", 1)[1]
+        d = Path(rec["dir"])
+        pr = _read(d / "spectrum.per_rank.csv")
+        pm = _read(d / "spectrum.csv")
+        ident = {"spectrum": spec, "reference": rec["config"]["reference"], "target": rec["config"]["target"]}
+        if pr is not None:
+            for lo, hi, band in BANDS:
+                b = pr[(pr["rank_frac"] >= lo) & (pr["rank_frac"] < hi)]
+                if b.empty:
+                    continue
+                u = np.degrees(np.arccos(np.clip(b["u_align"].to_numpy(float), 0, 1)))
+                v = np.degrees(np.arccos(np.clip(b["v_align"].to_numpy(float), 0, 1)))
+                sig.append(ident | {"band": band, "mean_abs_rel_sigma_change": float(b["rel_sigma_change"].abs().mean()),
+                                    "mean_rel_sigma_change": float(b["rel_sigma_change"].mean()),
+                                    "u_angle_deg": float(u.mean()), "v_angle_deg": float(v.mean()),
+                                    "n_values": len(b)})
+        if pm is not None and "k_frac" in pm:
+            pm = pm[~pm["nonfinite"].astype(bool)]
+            g = pm.groupby("k_frac").agg(
+                head_u=("rot_head_u", "mean"), bulk_u=("rot_bulk_u", "mean"), tail_u=("rot_tail_u", "mean"),
+                head_v=("rot_head_v", "mean"), bulk_v=("rot_bulk_v", "mean"), tail_v=("rot_tail_v", "mean"),
+                mean_abs_rel_sigma_change=("mean_abs_rel_sigma_change", "mean"),
+                energy_diag=("energy_in_basis_diag", "mean"), energy_offdiag=("energy_in_basis_offdiag", "mean"),
+                n_matrices=("tensor", "size")).reset_index()
+            ang.append(g.assign(**ident))
+    out = {}
+    if sig:
+        out["spectrum_sigma"] = pd.DataFrame(sig)
+    if ang:
+        out["spectrum_angles"] = pd.concat(ang, ignore_index=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ freezing
+def _same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("method", "task", "init", "budget")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _freezing(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
+    """Runs with freeze/train_only selectors beside the run with the same recipe and no selectors."""
+    runs = manifest["runs"]
+    f = final_scores(scores)
+    rows = []
+    for name, spec in runs.items():
+        if not (spec.get("freeze") or spec.get("train_only")):
+            continue
+        plain = [n for n, s in runs.items() if not (s.get("freeze") or s.get("train_only")) and _same_recipe(s, spec)]
+        for variant, what in ([(plain[0], "none")] if plain else []) + [
+                (name, "freeze " + " ".join(spec["freeze"]) if spec.get("freeze") else
+                 "train only " + " ".join(spec["train_only"]))]:
+            g = f[f["run"] == variant].groupby("suite")[["value", "ci_low", "ci_high"]].mean().reset_index()
+            for _, r in g.iterrows():
+                rows.append({"group": plain[0] if plain else name, "run": variant, "label": _label(manifest, variant),
+                             "selectors": what, "suite": r["suite"], "value": r["value"],
+                             "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+    return pd.DataFrame(rows).drop_duplicates(["run", "suite"]) if rows else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------------------ OOD peak
+def _recovery_row(run: str, spec: dict[str, Any], kind: str, name: str, label: str, g: pd.DataFrame,
+                  ref_s: Any, tgt_s: Any) -> dict[str, Any] | None:
+    """recovery = (OOD_after - OOD_target) / (OOD_reference - OOD_target), with its interval."""
+    from tunescope.intervene.recovery import Score, recovery
+
+    ood = spec["ood_suite"]
+    o = g[g["suite"] == ood]
+    if o.empty:
+        return None
+    o = o.iloc[-1]
+    rec = recovery(ref_s, tgt_s, Score(float(o["value"]), float(o["ci_low"]), float(o["ci_high"])))
+    idv = g.loc[g["suite"] == spec["task"], "value"]
+    return {"source": run, "kind": kind, "name": name, "label": label, "suite": ood,
+            "ood_reference": ref_s.value, "ood_target": tgt_s.value, "ood_after": float(o["value"]),
+            "ood_after_ci_low": float(o["ci_low"]), "ood_after_ci_high": float(o["ci_high"]),
+            "id_after": float(idv.iloc[-1]) if len(idv) else np.nan,
+            "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high, "interval": rec.interval}
+
+
+def _ood_peak(manifest: dict[str, Any], scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """For runs with an ood_suite: the ID/OOD curve, its OOD peak, RL from it and the interventions' recovery."""
+    from tunescope.intervene.recovery import Score
+
+    a = accuracy(scores)
+    curves, recs = [], []
+    for run, spec in manifest["runs"].items():
+        ood = spec.get("ood_suite")
+        if not ood:
+            continue
+        r = a[(a["run"] == run)]
+        seed = r["seed"].min()
+        r = r[r["seed"] == seed]
+        wide = r[r["suite"].isin([spec["task"], ood])].pivot_table(index=["step", "fraction"], columns="suite",
+                                                                   values=["value", "ci_low", "ci_high"])
+        if wide.empty:
+            continue
+        curve = pd.DataFrame({"run": run, "step": [i[0] for i in wide.index], "fraction": [i[1] for i in wide.index],
+                              "id": wide[("value", spec["task"])].to_numpy(),
+                              "id_ci_low": wide[("ci_low", spec["task"])].to_numpy(),
+                              "id_ci_high": wide[("ci_high", spec["task"])].to_numpy(),
+                              "ood": wide[("value", ood)].to_numpy(), "ood_ci_low": wide[("ci_low", ood)].to_numpy(),
+                              "ood_ci_high": wide[("ci_high", ood)].to_numpy()})
+        after0 = curve[curve["step"] > 0]
+        peak = after0.loc[after0["ood"].idxmax()] if not after0.empty else curve.iloc[0]
+        curve["is_peak"] = curve["step"] == peak["step"]
+        curves.append(curve)
+        last = curve.iloc[-1]
+        sc = {"peak": Score(float(peak["ood"]), float(peak["ood_ci_low"]), float(peak["ood_ci_high"])),
+              "last": Score(float(last["ood"]), float(last["ood_ci_low"]), float(last["ood_ci_high"]))}
+
+        for rl, rspec in manifest["runs"].items():  # RL (or any run) started from this run
+            if rspec["init"].split(":")[0] == run:
+                g = a[(a["run"] == rl)]
+                g = g[(g["seed"] == g["seed"].min()) & (g["step"] == g["step"].max())]
+                start = a[(a["run"] == rl) & (a["step"] == 0) & (a["suite"] == ood)]
+                tgt = (Score(float(start["value"].iloc[0]), float(start["ci_low"].iloc[0]),
+                             float(start["ci_high"].iloc[0])) if len(start) else sc["last"])
+                recs.append(_recovery_row(run, spec, "run", rl, rspec["label"], g, sc["peak"], tgt))
+        for iv, ispec in manifest.get("interventions", {}).items():
+            if ispec["reference"].split(":")[0] != run:
+                continue
+            target_rec = manifest["stages"].get(f"intervene/{iv}", {}).get("result", {})
+            tstep = target_rec.get("target_step")
+            t_row = curve[curve["step"] == tstep]
+            tgt = (Score(float(t_row["ood"].iloc[0]), float(t_row["ood_ci_low"].iloc[0]),
+                         float(t_row["ood_ci_high"].iloc[0])) if len(t_row) else sc["last"])
+            rstep = target_rec.get("reference_step")
+            r_row = curve[curve["step"] == rstep]
+            ref_s = (Score(float(r_row["ood"].iloc[0]), float(r_row["ood_ci_low"].iloc[0]),
+                           float(r_row["ood_ci_high"].iloc[0])) if len(r_row) else sc["peak"])
+            recs.append(_recovery_row(run, spec, "intervention", iv, f"{ispec['method']} ({iv})",
+                                      a[a["run"] == iv], ref_s, tgt))
+    recs = [r for r in recs if r is not None]
+    out = {}
+    if curves:
+        out["ood_curve"] = pd.concat(curves, ignore_index=True)
+    if recs:
+        out["recovery"] = pd.DataFrame(recs)
+    return out

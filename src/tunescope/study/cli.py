@@ -1,0 +1,43 @@
+"""`tunescope run`: one study file (or the built-in default) -> every stage -> DIR/report.html."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a whole study (train, evaluate, analyse, intervene, report)",
+                       description="Run a study: the built-in default (organism, both original studies), "
+                                   "--preset smoke, or STUDY.yaml. Finished stages are cached in DIR and reused; "
+                                   "an interrupted run resumes where it stopped.")
+    p.add_argument("study", nargs="?", help="study YAML (default: the built-in study of --preset)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. runs.sft.budget.lr=1e-4")
+    p.add_argument("--out", required=True, help="study directory (stages, report.html, tables/)")
+    p.add_argument("--preset", default="default", choices=["default", "smoke"],
+                   help="built-in study when no STUDY.yaml is given (smoke: every stage, tiny)")
+    p.add_argument("--check", action="store_true", help="validate the study and list its stages; do no work")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tunescope.study.config import load_study
+
+    study, overrides = args.study, list(args.overrides)
+    if study is not None and "=" in study and not Path(study).exists():  # only overrides were given
+        study, overrides = None, [study, *overrides]
+    cfg = load_study(study, overrides, preset=args.preset)
+    from tunescope.study.runner import build_stages, run_study
+    from tunescope.study.stages import StageRunner
+
+    if args.check:
+        plan = StageRunner(args.out).plan(build_stages(cfg, Path(args.out)))
+        print(f"study '{cfg.name}' is valid: {len(cfg.runs)} runs, {len(plan)} stages "
+              f"({sum(c for _, _, c in plan)} cached)")
+        for st, key, cached in plan:
+            print(f"  {st.name:<36} {key}  {'cached' if cached else 'to run'}")
+        return 0
+    report = run_study(cfg, args.out)
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,354 @@
+"""The study config: one YAML file describes a whole study, from base model to report.
+
+    base:        which model every run starts from (an organism preset, a local directory or a hub id)
+    evaluation:  the suites every checkpoint is scored on, and evaluation settings
+    runs:        named training runs: method (sft|grpo), training task, budget overrides, where the run
+                 starts (base or another run's checkpoint), freeze / train-only selectors, seeds
+    analyses:    weight diffs against the base, spectra of named (reference, target) pairs
+    interventions: named weight edits from a reference checkpoint to a target one, re-evaluated
+
+Everything is validated before any work starts: an unknown key, a wrong type, an unknown suite, method
+or run, a checkpoint reference that cannot resolve, a base path that does not exist -> one `UserError`
+line naming the key and the fix (`tunescope run --check`).
+
+Checkpoint references ("refs") name a model of the study:
+
+    base                 the base model
+    sft24:best_ood       the checkpoint of run sft24 with the best score on its `ood_suite`
+    sft24:last           the last checkpoint of run sft24
+    sft24:0.75           the first checkpoint at or after 75% of run sft24's training
+    restore_top20        the edited model of intervention restore_top20
+
+Layer ranges in selectors may be written as fractions of the model's depth, "gate,up,down@60%-80%",
+and are resolved against the base model (32 layers: 19-25, the layers the original study froze).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tunescope.config import apply_overrides, from_dict, read_yaml, to_dict
+from tunescope.errors import UserError
+
+METHODS = ("sft", "grpo")
+INTERVENTIONS = ("direction", "full", "values", "reset", "interpolate")  # tunescope.intervene.METHODS
+# Used only when tunescope.world cannot be imported (it is checked against the registry otherwise).
+KNOWN_SUITES = ("maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "instruct")
+PRESETS = ("smoke", "default")
+
+
+@dataclass
+class BaseSpec:
+    organism: str | None = "default"  # organism preset (smoke|default), built and cached on first use
+    path: str | None = None  # a local model directory or a hub id; overrides `organism` when set
+    seed: int = 0  # organism pretraining seed
+
+
+@dataclass
+class RunSpec:
+    method: str = "sft"  # sft | grpo
+    task: str = "maths"  # training task (a suite name): its train split gives prompts and targets
+    init: str = "base"  # where training starts: base or a checkpoint ref such as sft24:0.75
+    budget: dict[str, Any] = field(default_factory=dict)  # training-config overrides (lr, steps, ...)
+    freeze: list[str] = field(default_factory=list)  # selectors of frozen tensors ("gate,up,down@60%-80%")
+    train_only: list[str] = field(default_factory=list)  # selectors of the only trained tensors ("q,k")
+    seeds: list[int] = field(default_factory=lambda: [0])  # one training run per seed
+    ood_suite: str | None = None  # the suite that picks this run's best_ood checkpoint
+    label: str | None = None  # display name in the report (defaults to the run's key)
+
+
+@dataclass
+class TrainingSpec:
+    budget: str = "default"  # packaged budget (smoke | default) or a budget YAML that every run starts from
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides shared by every run (max_steps, ...)
+
+
+@dataclass
+class EvaluationSpec:
+    suites: list[str] = field(default_factory=lambda: list(KNOWN_SUITES))
+    settings: dict[str, Any] = field(default_factory=dict)  # evaluation-config overrides (n items, ...)
+    kl: bool = True  # KL to the base model, teacher-forced, at every checkpoint
+
+
+@dataclass
+class SpectrumSpec:
+    reference: str = "base"
+    target: str = ""
+    ranks: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5, 1.0])  # rank bands (fractions)
+
+
+@dataclass
+class AnalysesSpec:
+    diff: bool = True  # relative weight change of every checkpoint against the base
+    spectra: dict[str, SpectrumSpec] = field(default_factory=dict)
+
+
+@dataclass
+class InterventionSpec:
+    method: str = "direction"  # direction | full | values | reset | interpolate (tunescope.intervene)
+    reference: str = ""  # checkpoint ref whose weights are restored (e.g. sft24:best_ood)
+    target: str = ""  # checkpoint ref that is edited (e.g. sft24:last)
+    k: float = 0.2  # share of singular directions restored (top k of the spectrum)
+    tail: bool = False  # also restore the bottom k
+    layers: str | None = None  # reset (required) or narrowing the others: "0%-25%" or "0-7"
+    alpha: float = 0.5  # interpolate: W = alpha * R + (1 - alpha) * T
+    recovery_suite: str | None = None  # the suite recovery is measured on (default: reference run's ood_suite)
+
+
+@dataclass
+class StudyConfig:
+    name: str = "study"
+    base: BaseSpec = field(default_factory=BaseSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    runs: dict[str, RunSpec] = field(default_factory=dict)
+    analyses: AnalysesSpec = field(default_factory=AnalysesSpec)
+    interventions: dict[str, InterventionSpec] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+def builtin_path(preset: str) -> Path:
+    """The packaged study file for a preset (default | smoke)."""
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r} is unknown; use one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("tunescope") / "configs" / f"study_{preset}.yaml"))
+
+
+def load_study(path: str | Path | None = None, overrides: list[str] | None = None,
+               preset: str = "default") -> StudyConfig:
+    """Read a study file (the preset's built-in study when `path` is None), apply overrides, validate."""
+    data = read_yaml(path if path is not None else builtin_path(preset))
+    data = apply_overrides(data, overrides or [])
+    cfg = from_dict(StudyConfig, data)
+    validate(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _suites() -> set[str]:
+    try:
+        from tunescope.world import TASKS  # type: ignore[attr-defined]
+    except ImportError:
+        return set(KNOWN_SUITES)
+    return set(TASKS)
+
+
+_REF_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]+):(?P<which>best_ood|last|first|\d*\.?\d+)$")
+_HUB_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """("base" | run | intervention, which) for a checkpoint ref; which is "" for base/interventions."""
+    m = _REF_RE.match(ref)
+    return (m.group("run"), m.group("which")) if m else (ref, "")
+
+
+def _check_ref(cfg: StudyConfig, ref: str, where: str, *, allow_interventions: bool) -> None:
+    name, which = parse_ref(ref)
+    if not which:
+        if name == "base" or (allow_interventions and name in cfg.interventions):
+            return
+        raise UserError(f"{where}: {ref!r} is not a checkpoint ref; write base, RUN:last, RUN:best_ood "
+                        f"or RUN:0.5 with RUN one of {', '.join(cfg.runs) or '(no runs)'}")
+    if name not in cfg.runs:
+        raise UserError(f"{where}: run {name!r} in {ref!r} is not defined under runs "
+                        f"(known: {', '.join(cfg.runs) or 'none'})")
+    if which == "best_ood" and not cfg.runs[name].ood_suite:
+        raise UserError(f"{where}: {ref!r} needs runs.{name}.ood_suite, the suite that picks the best checkpoint")
+    if which not in ("best_ood", "last", "first") and not 0.0 <= float(which) <= 1.0:
+        raise UserError(f"{where}: fraction in {ref!r} must lie between 0 and 1")
+
+
+def _check_suite(name: str, where: str, suites: set[str]) -> None:
+    if name not in suites:
+        raise UserError(f"{where}: unknown suite {name!r}; use one of {', '.join(sorted(suites))}")
+
+
+def _check_selector(text: str, where: str) -> None:
+    from tunescope.naming import parse_selector
+
+    try:
+        parse_selector(re.sub(r"@.*$", "@0", text) if "%" in text else text)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    if "%" in text:
+        parse_fraction_range(text.partition("@")[2], where)
+
+
+def parse_fraction_range(text: str, where: str) -> tuple[float, float]:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)%\s*-\s*(\d+(?:\.\d+)?)%\s*", text)
+    if not m or not 0 <= float(m.group(1)) < float(m.group(2)) <= 100:
+        raise UserError(f"{where}: layer range {text!r} must look like 60%-80% (low < high, within 0-100%)")
+    return float(m.group(1)) / 100, float(m.group(2)) / 100
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Reject every problem that can be seen before work starts (one line naming the key and the fix)."""
+    base = cfg.base
+    if base.path is None and base.organism is None:
+        raise UserError("base: set base.organism (smoke|default) or base.path (a model directory or hub id)")
+    if base.path is None and base.organism not in PRESETS:
+        raise UserError(f"base.organism: {base.organism!r} is not a preset; use one of {', '.join(PRESETS)}")
+    if base.path is not None:
+        p = Path(base.path).expanduser()
+        if not p.exists() and not _HUB_RE.match(base.path):
+            raise UserError(f"base.path: {base.path} does not exist; give an existing model directory "
+                            "or a hub id such as org/name")
+        if p.exists() and not (p / "config.json").is_file():
+            raise UserError(f"base.path: {base.path} has no config.json; point it at a Hugging Face model directory")
+
+    suites = _suites()
+    if not cfg.evaluation.suites:
+        raise UserError("evaluation.suites: list at least one suite")
+    for i, s in enumerate(cfg.evaluation.suites):
+        _check_suite(s, f"evaluation.suites[{i}]", suites)
+
+    eval_config(cfg.evaluation.settings)
+    if not cfg.runs:
+        raise UserError("runs: define at least one training run (method: sft or grpo)")
+    for name, run in cfg.runs.items():
+        where = f"runs.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "base":
+            raise UserError(f"{where}: run names may use letters, digits, '_', '.', '-' and may not be 'base'")
+        if run.method not in METHODS:
+            raise UserError(f"{where}.method: unknown method {run.method!r}; use one of {', '.join(METHODS)}")
+        _check_suite(run.task, f"{where}.task", suites)
+        if run.ood_suite is not None:
+            _check_suite(run.ood_suite, f"{where}.ood_suite", suites)
+            if run.ood_suite not in cfg.evaluation.suites:
+                raise UserError(f"{where}.ood_suite: {run.ood_suite!r} must also be in evaluation.suites")
+        if not run.seeds or len(set(run.seeds)) != len(run.seeds):
+            raise UserError(f"{where}.seeds: give a non-empty list of distinct seeds, e.g. [0, 1, 2]")
+        if run.freeze and run.train_only:
+            raise UserError(f"{where}: set freeze or train_only, not both")
+        for key in ("freeze", "train_only"):
+            for i, sel in enumerate(getattr(run, key)):
+                _check_selector(sel, f"{where}.{key}[{i}]")
+        _check_ref(cfg, run.init, f"{where}.init", allow_interventions=False)
+        budget_for(cfg, name, seed=run.seeds[0], n_layers=None)
+        if parse_ref(run.init)[0] == name:
+            raise UserError(f"{where}.init: a run cannot start from its own checkpoint")
+    _check_acyclic(cfg)
+
+    for name, spec in cfg.analyses.spectra.items():
+        for key in ("reference", "target"):
+            _check_ref(cfg, getattr(spec, key), f"analyses.spectra.{name}.{key}", allow_interventions=True)
+        if not spec.ranks or any(not 0 < r <= 1 for r in spec.ranks):
+            raise UserError(f"analyses.spectra.{name}.ranks: give rank bands as fractions in (0, 1]")
+
+    for name, iv in cfg.interventions.items():
+        where = f"interventions.{name}"
+        if name in cfg.runs or name == "base":
+            raise UserError(f"{where}: the name is already used by a run; rename the intervention")
+        if iv.method not in INTERVENTIONS:
+            raise UserError(f"{where}.method: unknown intervention {iv.method!r}; use one of {', '.join(INTERVENTIONS)}")
+        for key in ("reference", "target"):
+            _check_ref(cfg, getattr(iv, key), f"{where}.{key}", allow_interventions=False)
+        if not 0 < iv.k <= 1:
+            raise UserError(f"{where}.k: {iv.k} must be a share of directions in (0, 1]")
+        if iv.method == "reset" and not iv.layers:
+            raise UserError(f"{where}.layers: reset needs a layer range such as 0%-25% or 0-7")
+        if iv.layers and "%" in iv.layers:
+            parse_fraction_range(iv.layers, f"{where}.layers")
+        elif iv.layers and not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", iv.layers):
+            raise UserError(f"{where}.layers: {iv.layers!r} must look like 0%-25% or 0-7")
+        if recovery_suite(cfg, name) is None:
+            raise UserError(f"{where}.recovery_suite: name the suite recovery is measured on "
+                            "(or give the reference run an ood_suite)")
+        _check_suite(recovery_suite(cfg, name) or "", f"{where}.recovery_suite", set(cfg.evaluation.suites))
+
+
+def _check_acyclic(cfg: StudyConfig) -> None:
+    for start in cfg.runs:
+        seen, name = [start], start
+        while (parent := parse_ref(cfg.runs[name].init)[0]) != "base":
+            if parent in seen:
+                raise UserError(f"runs.{start}.init: runs start from each other in a cycle "
+                                f"({' -> '.join([*seen, parent])}); start one of them from base")
+            seen.append(parent)
+            name = parent
+
+
+def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> Any:
+    """The run's training config: the study budget <- training.settings <- the run's own keys.
+
+    Layer fractions in freeze selectors are resolved when `n_layers` is known (the runner knows it;
+    validation checks the rest with a placeholder depth).
+    """
+    try:
+        from tunescope.train.config import BudgetConfig, load_budget
+    except ImportError:  # the training stage is not installed: nothing more to check here
+        return None
+    spec = cfg.runs[run]
+    depth = n_layers or 100
+    try:
+        base = to_dict(load_budget(cfg.training.budget))
+    except UserError as e:
+        raise UserError(f"training.budget: {e}; name a packaged budget (smoke, default) or a YAML file") from None
+    merged = _merge(_merge(base, cfg.training.settings), spec.budget)
+    merged.update(task=spec.task, dataset=None, seed=seed,
+                  freeze=[resolve_selector(s, depth) for s in spec.freeze],
+                  train_only=[resolve_selector(s, depth) for s in spec.train_only])
+    try:
+        return from_dict(BudgetConfig, merged)
+    except UserError as e:
+        raise UserError(f"runs.{run}.budget: {e}") from None
+
+
+def eval_config(settings: dict[str, Any]) -> Any:
+    """The evaluation config of every evaluate stage (None when the evaluation stage is not installed)."""
+    try:
+        from tunescope.evaluate.run import EvalConfig
+    except ImportError:
+        return None
+    try:
+        return from_dict(EvalConfig, settings, prefix="evaluation.settings.")
+    except UserError as e:
+        msg = str(e)
+        raise UserError(msg if msg.startswith(("unknown", "evaluation")) else f"evaluation.settings: {msg}") from None
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
+    iv = cfg.interventions[intervention]
+    if iv.recovery_suite:
+        return iv.recovery_suite
+    run = parse_ref(iv.reference)[0]
+    return cfg.runs[run].ood_suite if run in cfg.runs else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layer fractions -> absolute layers (needs the base model's depth)
+
+
+def resolve_layers(text: str, n_layers: int) -> str:
+    """ "60%-80%" -> "19-25" for 32 layers (lo = floor(a*L), hi = ceil(b*L) - 1); absolute ranges pass."""
+    if "%" not in text:
+        return text.strip()
+    a, b = parse_fraction_range(text, "layers")
+    lo, hi = math.floor(a * n_layers), max(math.floor(a * n_layers), math.ceil(b * n_layers) - 1)
+    return f"{lo}-{min(hi, n_layers - 1)}"
+
+
+def resolve_selector(text: str, n_layers: int) -> str:
+    mods, at, rng = text.partition("@")
+    return f"{mods}@{resolve_layers(rng, n_layers)}" if at else text
+
+

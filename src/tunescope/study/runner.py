@@ -1,0 +1,356 @@
+"""The study runner: a StudyConfig -> a list of cached stages -> DIR/report.html.
+
+    tunescope run [STUDY.yaml] --out DIR [--preset smoke] [key=value ...]
+
+Stages, in order (each cached by its config and inputs, see `stages`):
+
+    base                              build the organism (cached globally) or point at a model dir
+    evaluate/base                     the base model on every suite
+    train/RUN/sSEED                   one training run per run and seed (from base or another run's ckpt)
+    evaluate/RUN/sSEED                every checkpoint of that run on every suite, KL to the base
+    diff/RUN/sSEED                    relative weight change of every checkpoint against the base
+    spectrum/NAME                     singular values and directions, reference vs target
+    intervene/NAME, evaluate/NAME     a weight edit from a reference checkpoint to a target, re-scored
+    report                            DIR/report.html and DIR/tables/*.csv, from the artifacts only
+
+A run that starts from `sft24:best_ood` reads the evaluation of sft24, so it reruns exactly when that
+evaluation changes. DIR/study.json records the resolved config and, per stage, its directory, key and
+wall time; the report reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
+from tunescope.config import to_dict
+from tunescope.errors import UserError
+from tunescope.provenance import provenance, write_json
+from tunescope.study.config import StudyConfig, budget_for, eval_config, parse_ref, recovery_suite
+from tunescope.study.stages import Context, Stage, StageRunner
+
+
+def seed_of(cfg: StudyConfig, run: str, seed: int) -> int:
+    """The seed of `run` that a run with `seed` starts from (the same seed when it exists)."""
+    seeds = cfg.runs[run].seeds
+    return seed if seed in seeds else seeds[0]
+
+
+def _n_layers(model: str) -> int:
+    path = Path(model) / "config.json"
+    if path.is_file():
+        conf = json.loads(path.read_text())
+    else:  # a hub id: resolved through the local Hugging Face cache
+        from transformers import AutoConfig
+
+        conf = AutoConfig.from_pretrained(model).to_dict()
+    conf = conf.get("text_config", conf)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if key in conf:
+            return int(conf[key])
+    raise UserError(f"cannot tell how many layers {model} has (no num_hidden_layers in its config)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Resolving checkpoint refs from finished stages
+
+
+def _score_table(eval_rec: dict[str, Any]):
+    import pandas as pd
+
+    return pd.read_csv(Path(eval_rec["dir"]) / "scores.csv")
+
+
+def pick_checkpoint(ckpts: list[ModelRef], which: str, eval_rec: dict[str, Any] | None,
+                    ood_suite: str | None) -> ModelRef:
+    """The checkpoint a ref names: last, first, a fraction, or best_ood (highest OOD accuracy after step 0)."""
+    if not ckpts:
+        raise UserError("the run has no complete checkpoints")
+    if which == "last":
+        return ckpts[-1]
+    if which == "first":
+        return ckpts[0]
+    if which == "best_ood":
+        assert eval_rec is not None and ood_suite is not None
+        s = _score_table(eval_rec)
+        s = s[(s["suite"] == ood_suite) & (s["metric"] == primary_metric(s))]
+        by_step = s.groupby("step")["value"].mean()
+        candidates = [c for c in ckpts if c.step and c.step in by_step.index]
+        if not candidates:
+            raise UserError(f"no scored checkpoint after step 0 on {ood_suite}; evaluate more checkpoints")
+        return max(candidates, key=lambda c: (by_step[c.step], -c.step))  # ties: the earliest
+    frac = float(which)
+    later = [c for c in ckpts if c.fraction is not None and c.fraction >= frac - 1e-9]
+    return later[0] if later else ckpts[-1]
+
+
+def primary_metric(scores) -> str:
+    """The accuracy-like metric of a scores table: 'accuracy' when present, else the first one."""
+    metrics = list(dict.fromkeys(scores["metric"]))
+    return "accuracy" if "accuracy" in metrics else metrics[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stage list
+
+
+def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
+    stages: list[Stage] = []
+    suites = list(cfg.evaluation.suites)
+    eval_cfg = {"suites": suites, "settings": cfg.evaluation.settings, "kl": cfg.evaluation.kl}
+
+    # --- base
+    if cfg.base.path is not None:
+        base_conf: dict[str, Any] = {"path": cfg.base.path, "fingerprint": _fingerprint(cfg.base.path)}
+
+        def base_fn(ctx: Context) -> dict[str, Any]:
+            return {"model": str(Path(cfg.base.path).expanduser().resolve()) if Path(cfg.base.path).exists()
+                    else cfg.base.path, "n_layers": _n_layers(cfg.base.path)}
+    else:
+        base_conf = {"organism": cfg.base.organism, "seed": cfg.base.seed}
+
+        def base_fn(ctx: Context) -> dict[str, Any]:
+            from tunescope.organism import build
+
+            model = build(preset=cfg.base.organism, seed=cfg.base.seed)
+            return {"model": str(model), "n_layers": _n_layers(str(model))}
+    stages.append(Stage("base", "base", base_conf, base_fn, estimate_s=600 if cfg.base.organism == "default" else 30,
+                        valid=lambda rec: "/" in rec["result"]["model"] and (
+                            Path(rec["result"]["model"]).is_dir() or not rec["result"]["model"].startswith("/"))))
+    stages.append(_eval_stage("evaluate/base", eval_cfg, "base", lambda ins: [
+        ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")]))
+
+    # --- training runs, in dependency order
+    for run in _run_order(cfg):
+        spec = cfg.runs[run]
+        for seed in spec.seeds:
+            name = f"{run}/s{seed}"
+            src, which = parse_ref(spec.init)
+            inputs = ["base"]
+            if which:
+                inputs.append(f"train/{src}/s{seed_of(cfg, src, seed)}")
+                if which == "best_ood":
+                    inputs.append(f"evaluate/{src}/s{seed_of(cfg, src, seed)}")
+            conf = {"run": run, "method": spec.method, "task": spec.task, "init": spec.init,
+                    "training": to_dict(cfg.training), "budget": spec.budget, "freeze": spec.freeze,
+                    "train_only": spec.train_only, "seed": seed}
+            budget = budget_for(cfg, run, seed, n_layers=None)
+            steps = getattr(budget, "max_steps", 20)
+            per_step = 1.0 if spec.method == "sft" else 4.0
+            stages.append(Stage(f"train/{name}", "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
+                                estimate_s=steps * per_step, resumable=True))
+            stages.append(_eval_stage(f"evaluate/{name}", eval_cfg, f"train/{name}",
+                                      lambda ins, n=name: list_checkpoints(ins[f"train/{n}"]["result"]["run"]),
+                                      estimate_s=len(suites) * 10.0))
+            if cfg.analyses.diff:
+                stages.append(Stage(f"diff/{name}", "diff", {}, _diff_fn(name), inputs=["base", f"train/{name}"],
+                                    estimate_s=10))
+
+    # --- spectra and interventions
+    for sname, sspec in cfg.analyses.spectra.items():
+        inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
+        stages.append(Stage(f"spectrum/{sname}", "spectrum", to_dict(sspec),
+                            _spectrum_fn(cfg, sspec.reference, sspec.target, sspec.ranks), inputs=inputs,
+                            estimate_s=20))
+    for iname, iv in cfg.interventions.items():
+        inputs = _ref_inputs(cfg, [iv.reference, iv.target])
+        stages.append(Stage(f"intervene/{iname}", "intervene", to_dict(iv), _intervene_fn(cfg, iname),
+                            inputs=inputs, estimate_s=20))
+        stages.append(_eval_stage(f"evaluate/{iname}", eval_cfg, f"intervene/{iname}", lambda ins, n=iname: [
+            ModelRef(path=Path(ins[f"intervene/{n}"]["result"]["model"]), name=n, method="intervention")],
+            estimate_s=len(suites) * 3.0))
+
+    # --- the report: reads every other stage; its key includes the report code, so edits re-render it
+    stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
+                        _report_fn(cfg, out), inputs=[s.name for s in stages], estimate_s=15))
+    return stages
+
+
+def _run_order(cfg: StudyConfig) -> list[str]:
+    order: list[str] = []
+
+    def visit(run: str) -> None:
+        if run in order:
+            return
+        parent = parse_ref(cfg.runs[run].init)[0]
+        if parent != "base":
+            visit(parent)
+        order.append(run)
+
+    for run in cfg.runs:
+        visit(run)
+    return order
+
+
+def _ref_inputs(cfg: StudyConfig, refs: list[str]) -> list[str]:
+    """Stages a ref reads; runs use their first seed."""
+    inputs = ["base"]
+    for ref in refs:
+        src, which = parse_ref(ref)
+        if which:
+            seed = cfg.runs[src].seeds[0]
+            inputs.append(f"train/{src}/s{seed}")
+            if which == "best_ood":
+                inputs.append(f"evaluate/{src}/s{seed}")
+        elif src in cfg.interventions:
+            inputs.append(f"intervene/{src}")
+    return list(dict.fromkeys(inputs))
+
+
+def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], seed: int | None = None) -> ModelRef:
+    """The model a checkpoint ref names, from the records of finished stages."""
+    src, which = parse_ref(ref)
+    if not which:
+        if src == "base":
+            return ModelRef(path=Path(inputs["base"]["result"]["model"]), name="base", step=0, fraction=0.0)
+        return ModelRef(path=Path(inputs[f"intervene/{src}"]["result"]["model"]), name=src)
+    s = seed_of(cfg, src, seed) if seed is not None else cfg.runs[src].seeds[0]
+    ckpts = list_checkpoints(inputs[f"train/{src}/s{s}"]["result"]["run"])
+    return pick_checkpoint(ckpts, which, inputs.get(f"evaluate/{src}/s{s}"), cfg.runs[src].ood_suite)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stage functions (heavy imports inside)
+
+
+def _train_fn(cfg: StudyConfig, run: str, seed: int) -> Callable[[Context], dict[str, Any]]:
+    def fn(ctx: Context) -> dict[str, Any]:
+        from tunescope.train import train
+
+        spec = cfg.runs[run]
+        budget = budget_for(cfg, run, seed, n_layers=ctx.inputs["base"]["result"]["n_layers"])
+        init = resolve_ref(cfg, spec.init, ctx.inputs, seed=seed)
+        run_dir = ctx.out / "run"
+        run_dir = train(spec.method, init.path, run_dir, budget, resume=(run_dir / "run.json").is_file())
+        return {"run": str(run_dir), "init": str(init.path), "init_name": init.name, "init_step": init.step}
+    return fn
+
+
+def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
+                models: Callable[[dict[str, dict[str, Any]]], list[ModelRef]], estimate_s: float = 30) -> Stage:
+    inputs = ["base", model_stage] if model_stage != "base" else ["base"]
+
+    def fn(ctx: Context) -> dict[str, Any]:
+        from tunescope.evaluate import evaluate
+
+        refs = models(ctx.inputs)
+        ecfg = eval_config(eval_cfg["settings"])
+        reference = Path(ctx.inputs["base"]["result"]["model"]) if eval_cfg["kl"] else None
+        evaluate(refs, eval_cfg["suites"], ctx.out, ecfg, reference=reference)
+        return {"models": [str(r.path) for r in refs]}
+    # resumable: evaluate() keeps finished checkpoints in its output directory and skips them
+    return Stage(name, "evaluate", eval_cfg, fn, inputs=inputs, estimate_s=estimate_s, resumable=True)
+
+
+def _diff_fn(name: str) -> Callable[[Context], dict[str, Any]]:
+    def fn(ctx: Context) -> dict[str, Any]:
+        from tunescope.analyse.diff import diff
+
+        base = Path(ctx.inputs["base"]["result"]["model"])
+        ckpts = list_checkpoints(ctx.inputs[f"train/{name}"]["result"]["run"])
+        diff(base, ckpts, ctx.out / "diff.csv")
+        return {"table": str(ctx.out / "diff.csv")}
+    return fn
+
+
+def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) -> Callable[[Context], dict[str, Any]]:
+    def fn(ctx: Context) -> dict[str, Any]:
+        from tunescope.analyse.spectrum import spectrum
+
+        r, t = resolve_ref(cfg, ref, ctx.inputs), resolve_ref(cfg, target, ctx.inputs)
+        spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=ranks)
+        return {"reference": str(r.path), "target": str(t.path), "reference_step": r.step, "target_step": t.step}
+    return fn
+
+
+def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], dict[str, Any]]:
+    def fn(ctx: Context) -> dict[str, Any]:
+        from tunescope.intervene import restore
+
+        iv = cfg.interventions[name]
+        r, t = resolve_ref(cfg, iv.reference, ctx.inputs), resolve_ref(cfg, iv.target, ctx.inputs)
+        model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
+                        alpha=iv.alpha)
+        return {"model": str(model), "reference": str(r.path), "target": str(t.path),
+                "reference_step": r.step, "target_step": t.step, "suite": recovery_suite(cfg, name)}
+    return fn
+
+
+def _report_fn(cfg: StudyConfig, out: Path) -> Callable[[Context], dict[str, Any]]:
+    def fn(ctx: Context) -> dict[str, Any]:
+        from tunescope.report import build_report
+
+        manifest = make_manifest(cfg, ctx.inputs)
+        write_json(ctx.out / "study.json", manifest)
+        build_report(manifest, ctx.out)
+        return {"report": str(ctx.out / "report.html")}
+    return fn
+
+
+def make_manifest(cfg: StudyConfig, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the report reads: the resolved config, the runs' roles and every stage's record."""
+    runs = {}
+    for run, spec in cfg.runs.items():
+        runs[run] = to_dict(spec) | {"label": spec.label or run,
+                                     "budget_resolved": to_dict(budget_for(cfg, run, spec.seeds[0], None))}
+    return {"config": to_dict(cfg), "runs": runs,
+            "interventions": {n: to_dict(iv) | {"suite": recovery_suite(cfg, n)} for n, iv in cfg.interventions.items()},
+            "stages": {n: {k: r.get(k) for k in ("name", "kind", "key", "dir", "result", "wall_s", "config")}
+                       for n, r in records.items()},
+            "provenance": provenance(config=None, seed=None)}
+
+
+def _fingerprint(path: str) -> str:
+    """Names, sizes and modification times of a local model directory (a hub id hashes as itself)."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return path
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _report_code_hash() -> str:
+    h = hashlib.sha256()
+    root = resources.files("tunescope") / "report"
+    for f in sorted(Path(str(root)).glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run_study(cfg: StudyConfig, out: str | Path) -> Path:
+    """Run (or resume) the study into `out`; return the path of report.html."""
+    out = Path(out)
+    stages = build_stages(cfg, out)
+    runner = StageRunner(out)
+    records = runner.run(stages)
+    write_json(out / "study.json", make_manifest(cfg, records))
+    rep = Path(records["report"]["dir"])
+    _publish(rep / "report.html", out / "report.html")
+    tables = out / "tables"
+    if tables.exists():
+        shutil.rmtree(tables)
+    shutil.copytree(rep / "tables", tables)
+    return out / "report.html"
+
+
+def _publish(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+__all__ = ["build_stages", "make_manifest", "pick_checkpoint", "read_sidecar", "resolve_ref", "run_study"]

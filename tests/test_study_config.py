@@ -1,0 +1,73 @@
+"""Study config: the built-in studies load, and every bad input is one line naming the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunescope.cli import main
+from tunescope.errors import UserError
+from tunescope.study.config import load_study, resolve_layers, resolve_selector
+
+
+@pytest.mark.parametrize("preset", ["default", "smoke"])
+def test_builtin_studies_are_valid(preset):
+    cfg = load_study(preset=preset)
+    assert {r.method for r in cfg.runs.values()} == {"sft", "grpo"}
+    assert cfg.runs["grpo24"].init == "sft24:last"
+    assert cfg.interventions["restore_top20"].k == 0.2
+    assert cfg.base.organism == preset
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["runs.sft.lrr=1"], "unknown config key 'runs.sft.lrr'"),
+    (["evaluaton.suites=[maths]"], "did you mean 'evaluation'"),
+    (["runs.sft.seeds=3"], "runs.sft.seeds: expected a list"),
+    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo"),
+    (["evaluation.suites=[maths,gsm8k]"], "evaluation.suites[1]: unknown suite 'gsm8k'"),
+    (["runs.sft.task=chess"], "runs.sft.task: unknown suite 'chess'"),
+    (["base.path=/no/such/model"], "base.path: /no/such/model does not exist"),
+    (["base.organism=huge"], "base.organism: 'huge' is not a preset"),
+    (["runs.grpo24.init=sft25:last"], "runs.grpo24.init: run 'sft25'"),
+    (["runs.grpo24.init=sft:best_ood"], "needs runs.sft.ood_suite"),
+    (["runs.grpo24.init=sft24:1.5"], "must lie between 0 and 1"),
+    (["runs.sft24.init=grpo24:last"], "in a cycle"),
+    (["runs.sft.freeze=[gate@60%-20%]"], "runs.sft.freeze[0]: layer range"),
+    (["runs.sft.freeze=[mlp@1-2]"], "runs.sft.freeze[0]: selector 'mlp@1-2': unknown module type"),
+    (["interventions.reset_first25.layers=null"], "interventions.reset_first25.layers: reset needs"),
+    (["interventions.restore_top20.method=magic"], "unknown intervention 'magic'"),
+    (["interventions.restore_top20.k=0"], "interventions.restore_top20.k"),
+    (["analyses.spectra.x={target: nowhere}"], "analyses.spectra.x.target: 'nowhere' is not a checkpoint ref"),
+    (["runs.sft.seeds=[0,0]"], "runs.sft.seeds: give a non-empty list of distinct seeds"),
+])
+def test_bad_input_is_one_line_naming_the_key(overrides, fragment):
+    with pytest.raises(UserError) as e:
+        load_study(preset="smoke", overrides=overrides)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_base_path_must_be_a_model_dir_or_hub_id(tmp_path):
+    with pytest.raises(UserError, match="has no config.json"):
+        load_study(preset="smoke", overrides=[f"base.path={tmp_path}"])
+    (tmp_path / "config.json").write_text("{}")
+    assert load_study(preset="smoke", overrides=[f"base.path={tmp_path}"]).base.path == str(tmp_path)
+    assert load_study(preset="smoke", overrides=["base.path=org/model"]).base.path == "org/model"
+
+
+def test_layer_fractions_resolve_against_depth():
+    assert resolve_layers("60%-80%", 32) == "19-25"  # the layers the original study froze
+    assert resolve_layers("0%-25%", 32) == "0-7"
+    assert resolve_layers("0%-25%", 4) == "0-0"
+    assert resolve_layers("3-5", 4) == "3-5"
+    assert resolve_selector("gate,up,down@60%-80%", 8) == "gate,up,down@4-6"
+    assert resolve_selector("q,k", 8) == "q,k"
+
+
+def test_cli_check_validates_without_work(tmp_path, capsys):
+    bad = tmp_path / "study.yaml"
+    bad.write_text("runs:\n  a: {method: sft, task: maths, budjet: {}}\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "o"), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'runs.a.budjet'") and err.count("\n") == 1
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--check"]) == 0
+    assert "smoke" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
