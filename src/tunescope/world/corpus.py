@@ -58,24 +58,15 @@ SIZES: dict[str, CorpusConfig] = {
 
 
 def _train_items(name: str, n: int, seed: int) -> list[Item]:
-    """n train items of a suite; when the suite holds fewer, items repeat (finite suites cycle,
-    generated suites add draws under further seeds)."""
+    """n train items of a suite, cycling through the whole split when it holds fewer."""
     from tunescope.world import get_task
 
     task = get_task(name, seed)
-    try:
+    available = task.count("train")  # type: ignore[attr-defined]
+    if n <= available:
         return task.items("train", n)
-    except UserError:
-        pass
-    if hasattr(task, "count"):
-        pool = task.items("train", task.count("train"))
-        return [pool[i % len(pool)] for i in range(n)]
-    out: list[Item] = []
-    extra = 0
-    while len(out) < n:
-        out += get_task(name, seed + 1000 * (extra + 1)).items("train", min(n - len(out), 2000))
-        extra += 1
-    return out
+    pool = task.items("train", available)
+    return [pool[i % len(pool)] for i in range(n)]
 
 
 def _chat(item: Item) -> dict:

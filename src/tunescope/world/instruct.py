@@ -138,6 +138,11 @@ class InstructTask:
     name: str = "instruct"
     seed: int = 0
     kind: Literal["generate", "choice"] = "generate"
+    sizes: tuple[int, int] = (20000, 1000)  # items in (train, test)
+
+    def count(self, split: Split) -> int:
+        """How many items the split holds."""
+        return self.sizes[0] if split == "train" else self.sizes[1]
 
     def items(self, split: Split, n: int) -> list[Item]:
         def make(rng: random.Random, i: int) -> tuple[str, Item]:
@@ -155,7 +160,8 @@ class InstructTask:
             return key, item
 
         return take_stream(
-            make, lambda key: split_of("instruct", str(key)) == split, n, self.seed, f"{self.name}/{split}"
+            make, lambda key: split_of("instruct", str(key)) == split, n, self.seed, f"{self.name}/{split}",
+            limit=self.count(split),
         )
 
     def extract(self, completion: str) -> str | None:

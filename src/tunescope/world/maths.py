@@ -141,6 +141,11 @@ class MathsTask:
     seed: int = 0
     format_reward: float = 0.2  # the study's format bonus (BRIEF study 1); 0 turns it off
     kind: Literal["generate", "choice"] = "generate"
+    sizes: tuple[int, int] = (5000, 1000)  # items in (train, test); level 1 allows ~5,700 / ~1,400
+
+    def count(self, split: Split) -> int:
+        """How many items the split holds."""
+        return self.sizes[0] if split == "train" else self.sizes[1]
 
     def items(self, split: Split, n: int) -> list[Item]:
         levels = self.levels
@@ -149,7 +154,8 @@ class MathsTask:
             return _problem(rng, levels[i % len(levels)])
 
         return take_stream(
-            make, lambda key: split_of("maths", str(key)) == split, n, self.seed, f"{self.name}/{split}"
+            make, lambda key: split_of("maths", str(key)) == split, n, self.seed, f"{self.name}/{split}",
+            limit=self.count(split),
         )
 
     def extract(self, completion: str) -> str | None:

@@ -50,15 +50,19 @@ def take_stream(
     n: int,
     seed: int,
     what: str,
+    limit: int,
     max_misses: int = 5000,
 ) -> list[T]:
     """First `n` distinct candidates from a seeded generator that pass `keep` (the split filter).
 
     `make(rng, i)` returns (canonical key, item) for slot `i`. Duplicates and other-split
-    candidates are skipped; after `max_misses` misses in a row the space is taken as exhausted.
+    candidates are skipped. The split holds `limit` items (a fixed size makes "the whole test
+    set" well defined); after `max_misses` misses in a row the space is taken as exhausted.
     """
     if n < 0:
         raise UserError(f"{what}: n must be >= 0, got {n}")
+    if n > limit:
+        raise UserError(f"{what}: asked for {n} items but only {limit} exist; use n <= {limit}")
     rng = rng_for("stream", what, seed)
     seen: set[Hashable] = set()
     out: list[T] = []
