@@ -267,3 +267,33 @@ def test_failure_mid_write_leaves_nothing(pair, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         restore(ref, target, tmp_path / "out", "direction", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_of_the_smoke_organism_loads_and_generates(smoke_organism, tmp_path):
+    """REF = the smoke organism, TARGET = it plus noise: the restored model loads and generates."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp_path / "target"
+    shutil.copytree(smoke_organism, target)
+    (target / "tunescope.json").unlink(missing_ok=True)
+    g = torch.Generator().manual_seed(0)
+    weights = {}
+    for name, t in _weights(smoke_organism).items():
+        noise = torch.randn(t.shape, generator=g) * 0.05 * t.float().std().clamp_min(1e-3)
+        weights[name] = (t.float() + noise).to(t.dtype)
+    save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
+
+    out = restore(smoke_organism, target, tmp_path / "out", "direction", k=0.2, tail=True, progress=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("1 + 2 =", return_tensors="pt")["input_ids"]
+    gen = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert gen.shape[1] > ids.shape[1]
+    got, t = _weights(out), _weights(target)
+    assert got.keys() == t.keys()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(got[q], t[q])
+    assert torch.equal(got["model.embed_tokens.weight"], t["model.embed_tokens.weight"])
