@@ -9,7 +9,8 @@ It streams: the safetensors headers are computed up front from the shapes, then 
 generated, written to the base and to every checkpoint, and dropped. Peak memory is a few copies
 of the largest tensor (the 128256 x 2048 embedding for "1b": 0.5 GB in bf16), never the model.
 
-Values: base weights are N(0, 0.02^2) (norm weights 1.0), as Llama's initialiser; checkpoint k of
+Values: base weights are N(0, 0.02^2) (norm weights 1.0), as Llama's initialiser, drawn from a
+shared pool of normals (cheap; rows of tensors larger than the pool repeat with its period); checkpoint k of
 K is `base + (k+1)/K * scale(layer, module) * 0.02 * noise`, a straight-line "training trajectory"
 whose relative change grows with k and varies by layer and module (q/k move most, as in the
 studies). The update is added in float32 and then rounded to the stored dtype, so in bf16 some
@@ -183,13 +184,27 @@ def make_llama_pair(out_dir: Path, preset: str = "1b", shard_bytes: int = 1 << 3
     specs = llama_specs(preset)
     n_layers = PRESETS[preset]["layers"]
 
+    # Random values come from one pool of 16M standard normals read at random offsets (cycled for
+    # bigger tensors): drawing 1.2B fresh normals costs minutes on a small CPU, a pool costs seconds.
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.randn(1 << 24, generator=gen)
+
+    def draw(n: int, salt: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(salt)
+        off = int(torch.randint(0, pool.numel(), (1,), generator=g))
+        sign = 1.0 if torch.rand((), generator=g) < 0.5 else -1.0
+        reps = -(-(off + n) // pool.numel())  # ceil
+        src = pool if reps == 1 else pool.repeat(reps)
+        return src[off:off + n].mul(sign)
+
     def make(s: Spec) -> Iterator[torch.Tensor]:  # one tensor per model, produced lazily
-        g = torch.Generator().manual_seed(_seed(s.name, seed))
+        n = math.prod(s.shape)
         if s.module == "norm":
             w = torch.ones(s.shape)
         else:
-            w = torch.randn(s.shape, generator=g).mul_(0.02)  # float32, one tensor
-        noise = torch.randn(s.shape, generator=g).mul_(0.02 * update_scale(s, n_layers, rel_update))
+            w = draw(n, _seed(s.name, seed)).mul_(0.02).reshape(s.shape)  # float32, one tensor
+        noise = draw(n, _seed(s.name, seed + 1)).mul_(0.02 * update_scale(s, n_layers, rel_update))
+        noise = noise.reshape(s.shape)
         yield w.to(dtype)
         for k in range(n_checkpoints):
             yield torch.add(w, noise, alpha=(k + 1) / n_checkpoints).to(dtype)

@@ -22,6 +22,20 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
 
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                 "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _data_offsets(f: Path) -> dict[str, tuple[int, int]]:
+    """name -> (absolute first byte, end byte) of every tensor in a safetensors file."""
+    with open(f, "rb") as h:
+        n = int.from_bytes(h.read(8), "little")
+        header = json.loads(h.read(n))
+    return {k: (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+            for k, v in header.items() if k != "__metadata__"}
+
+
 class WeightFiles:
     """Read-only view of a model directory's safetensors tensors, by name."""
 
@@ -46,7 +60,7 @@ class WeightFiles:
                     for k in h.keys():
                         self.file_of[k] = f
         self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
-        self._handles: dict[Path, object] = {}
+        self._offsets: dict[Path, dict[str, tuple[int, int]]] = {}
         for f in sorted(set(self.file_of.values())):
             if not f.is_file():
                 raise UserError(f"shard {f.name} named in {INDEX} is missing from {self.dir}")
@@ -88,19 +102,29 @@ class WeightFiles:
     def rows(self, name: str, start: int, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Rows start:stop of a tensor (first dimension), read without loading the rest of it.
 
-        Shard handles stay open (memory-mapped) between calls, so many small reads are cheap.
-        A 0-d tensor is returned whole as shape (1,).
+        Plain positioned reads (no memory map), so the process holds only the rows asked for and
+        other threads run during the read. A 0-d tensor is returned whole as shape (1,).
         """
         if name not in self.file_of:
             raise UserError(f"tensor {name} is missing from {self.dir}")
         f = self.file_of[name]
-        h = self._handles.get(f)
-        if h is None:
-            h = self._handles[f] = safe_open(f, framework="pt")
-        if not self.shape(name):
-            t = h.get_tensor(name).reshape(1)
-        else:
-            t = h.get_slice(name)[start:stop]
+        if f not in self._offsets:
+            self._offsets[f] = _data_offsets(f)
+        first, _ = self._offsets[f][name]
+        shape = self.shape(name) or (1,)
+        stored = _TORCH_DTYPES[self.dtype(name)]
+        row = math.prod(shape[1:]) * torch.empty((), dtype=stored).element_size()
+        buf = torch.empty((stop - start) * row, dtype=torch.uint8)
+        view = memoryview(buf.numpy())
+        with open(f, "rb", buffering=0) as h:
+            h.seek(first + start * row)
+            got = 0
+            while got < len(view):
+                n = h.readinto(view[got:])
+                if not n:
+                    raise UserError(f"{f} is truncated (tensor {name}); re-save the model")
+                got += n
+        t = buf.view(stored).reshape(stop - start, *shape[1:])
         return t.to(dtype) if dtype is not None else t
 
     def iter(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:

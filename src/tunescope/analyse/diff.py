@@ -7,6 +7,7 @@ For every stored tensor (fused ones split into their parts, see `layout`) and ev
     base_fro     = ||W_base||_F
     frac_changed = #{ |W_ckpt - W_base| > tolerance } / numel      (absolute tolerance, per entry)
     nonfinite    = #{ entries where W_base or W_ckpt is NaN or Inf }
+    (rel_change is inf when the base tensor is all zeros and the checkpoint is not)
 
 This is the weight analysis of "Scalpel vs. Hammer: GRPO amplifies existing capabilities, SFT
 replaces them" (Rajani et al., 2025): per layer and matrix type (q, k, v, o, gate, up, down), with
@@ -26,6 +27,9 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +44,7 @@ from tunescope.provenance import provenance, write_json
 from tunescope.weights import WeightFiles
 
 DEFAULT_TOLERANCE = 1e-5
-CHUNK_ELEMS = 1 << 24  # 16M entries = 64 MB in float32 per block
+CHUNK_ELEMS = 1 << 26  # entries read per block set (base + checkpoints): 128 MB in bf16
 
 COLUMNS = ["checkpoint", "step", "fraction", "method", "tensor", "part", "layer", "module", "param", "dtype",
            "numel", "rel_change", "delta_fro", "base_fro", "frac_changed", "tolerance", "nonfinite"]
@@ -92,7 +96,7 @@ def _sq_norm(x: torch.Tensor) -> tuple[float, torch.Tensor | None]:
 
 
 def _accumulate(delta: torch.Tensor, tol: float, acc: _Acc) -> None:
-    """Add one block of a part's update (float32, any shape) to its running sums."""
+    """Add one block of a part's update (float32, any shape; overwritten) to its running sums."""
     sq, bad = _sq_norm(delta)
     acc.delta_sq += sq
     acc.numel += delta.numel()
@@ -100,7 +104,7 @@ def _accumulate(delta: torch.Tensor, tol: float, acc: _Acc) -> None:
         acc.nonfinite += int(bad.sum())
         delta = delta.masked_fill(bad, 0.0)
     if tol > 0:
-        acc.changed += int(torch.count_nonzero(delta.abs() > tol))
+        acc.changed += int(torch.count_nonzero(delta.abs_() > tol))
     else:
         acc.changed += int(torch.count_nonzero(delta))
 
@@ -114,31 +118,72 @@ def row_blocks(shape: tuple[int, ...], chunk_elems: int) -> list[tuple[int, int]
     return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)] or [(0, 0)]
 
 
-def diff_tensor(name: str, ps: list[Part], base: WeightFiles, ckpts: list[WeightFiles], tol: float,
-                chunk_elems: int) -> list[_BaseAcc]:
-    """Running sums for every part of one tensor against every checkpoint (base read once)."""
-    accs = [_BaseAcc(per_ckpt=[_Acc() for _ in ckpts]) for _ in ps]
-    for r0, r1 in row_blocks(base.shape(name), chunk_elems):
-        b = base.rows(name, r0, r1, torch.float32)  # (rows, ...) one block of the base tensor
-        b_parts = [p.view(b, r0) for p in ps]
-        for a, bp in zip(accs, b_parts):
-            if bp is not None:
-                a.base_sq += _sq_norm(bp)[0]
-        for k, ck in enumerate(ckpts):
-            d = ck.rows(name, r0, r1, torch.float32)
-            d.sub_(b)  # (rows, ...) update block, in float32
-            for a, p in zip(accs, ps):
-                dp = p.view(d, r0)
-                if dp is not None:
-                    _accumulate(dp, tol, a.per_ckpt[k])
-            del d
-    return accs
+Block = tuple[str, int, torch.Tensor, list[torch.Tensor]]  # name, first row, base rows, checkpoint rows
+
+
+def read_blocks(base: WeightFiles, ckpts: list[WeightFiles], names: list[str], chunk_elems: int) -> Iterator[Block]:
+    """Every tensor in row blocks, base block first, then the same rows of every checkpoint (stored dtype)."""
+    for name in names:
+        for r0, r1 in row_blocks(base.shape(name), chunk_elems):
+            yield name, r0, base.rows(name, r0, r1), [c.rows(name, r0, r1) for c in ckpts]
+
+
+def prefetch(it: Iterator[Block], depth: int = 1) -> Iterator[Block]:
+    """Run `it` in a thread, `depth` items ahead, so that reading overlaps computing."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def put(x: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in it:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # re-raised in the consumer
+            put(e)
+
+    t = threading.Thread(target=work, daemon=True, name="diff-reader")
+    t.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+def diff_block(ps: list[Part], r0: int, base_rows: torch.Tensor, ckpt_rows: list[torch.Tensor], tol: float,
+               accs: list[_BaseAcc]) -> None:
+    """Add one row block of a tensor, against every checkpoint, to the parts' running sums."""
+    b = base_rows.float()  # (rows, ...) float32 (no copy when stored in float32)
+    for a, p in zip(accs, ps):
+        bp = p.view(b, r0)
+        if bp is not None:
+            a.base_sq += _sq_norm(bp)[0]
+    for k, c in enumerate(ckpt_rows):
+        d = torch.sub(c, b)  # (rows, ...) update, computed in float32 from the stored dtype
+        for a, p in zip(accs, ps):
+            dp = p.view(d, r0)
+            if dp is not None:
+                _accumulate(dp, tol, a.per_ckpt[k])
 
 
 # --------------------------------------------------------------------------- public API
 
 def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAULT_TOLERANCE,
-         parquet: bool = False, chunk_elems: int = CHUNK_ELEMS, progress: bool = True) -> pd.DataFrame:
+         parquet: bool = False, chunk_elems: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Diff every checkpoint in `models` against `base`; write the tables next to `out`; return the long table.
 
     Files: `out` (CSV, long format, one row per tensor part and checkpoint), `<stem>.by_module.csv`,
@@ -156,23 +201,23 @@ def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAU
     config = read_config(base)
     names = base_w.names()
 
-    rows = []
-    for name in tqdm(names, desc="diff", unit="tensor", disable=not progress, file=None):
-        ps = parts(name, base_w.shape(name), config)
-        accs = diff_tensor(name, ps, base_w, ckpts, tolerance, chunk_elems)
-        for p, a in zip(ps, accs):
-            base_fro = math.sqrt(a.base_sq)
-            for k, (m, ck, c) in enumerate(zip(models, ckpts, a.per_ckpt)):
-                delta_fro = math.sqrt(c.delta_sq)
-                rows.append({
-                    "checkpoint": m.name, "step": m.step, "fraction": m.fraction, "method": m.method,
-                    "tensor": name, "part": p.part, "layer": p.layer, "module": p.module, "param": p.param,
-                    "dtype": ck.dtype(name), "numel": c.numel,
-                    "rel_change": delta_fro / base_fro if base_fro > 0 else (0.0 if delta_fro == 0 else math.inf),
-                    "delta_fro": delta_fro, "base_fro": base_fro,
-                    "frac_changed": c.changed / c.numel if c.numel else 0.0,
-                    "tolerance": tolerance, "nonfinite": c.nonfinite, "_k": k,
-                })
+    if chunk_elems is None:  # ~64M entries in flight per block set, whatever the number of checkpoints
+        chunk_elems = max(1 << 20, CHUNK_ELEMS // (len(ckpts) + 1))
+    total = sum(base_w.nbytes(n) for n in names) * (len(ckpts) + 1)
+    bar = tqdm(total=total, desc="diff", unit="B", unit_scale=True, disable=not progress)
+    rows: list[dict] = []
+    current: tuple[str, list[Part], list[_BaseAcc]] | None = None
+    for name, r0, b, cs in prefetch(read_blocks(base_w, ckpts, names, chunk_elems)):
+        if current is None or current[0] != name:
+            if current is not None:
+                rows += _rows(*current, models, ckpts, tolerance)
+            ps = parts(name, base_w.shape(name), config)
+            current = (name, ps, [_BaseAcc(per_ckpt=[_Acc() for _ in ckpts]) for _ in ps])
+        diff_block(current[1], r0, b, cs, tolerance, current[2])
+        bar.update(b.numel() * b.element_size() * (len(ckpts) + 1))
+    if current is not None:
+        rows += _rows(*current, models, ckpts, tolerance)
+    bar.close()
     rows.sort(key=lambda r: r["_k"])  # stable: checkpoint, then tensor file order
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["layer"] = table["layer"].astype("Int64")
@@ -191,6 +236,25 @@ def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAU
                 "chunk_elems": chunk_elems, "compute_dtype": "float32"},
         seed=None, stage="analyse.diff", n_tensors=len(names)))
     return table
+
+
+def _rows(name: str, ps: list[Part], accs: list[_BaseAcc], models: list[ModelRef], ckpts: list[WeightFiles],
+          tolerance: float) -> list[dict]:
+    rows = []
+    for p, a in zip(ps, accs):
+            base_fro = math.sqrt(a.base_sq)
+            for k, (m, ck, c) in enumerate(zip(models, ckpts, a.per_ckpt)):
+                delta_fro = math.sqrt(c.delta_sq)
+                rows.append({
+                    "checkpoint": m.name, "step": m.step, "fraction": m.fraction, "method": m.method,
+                    "tensor": name, "part": p.part, "layer": p.layer, "module": p.module, "param": p.param,
+                    "dtype": ck.dtype(name), "numel": c.numel,
+                    "rel_change": delta_fro / base_fro if base_fro > 0 else (0.0 if delta_fro == 0 else math.inf),
+                    "delta_fro": delta_fro, "base_fro": base_fro,
+                    "frac_changed": c.changed / c.numel if c.numel else 0.0,
+                    "tolerance": tolerance, "nonfinite": c.nonfinite, "_k": k,
+                })
+    return rows
 
 
 def summaries(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,126 @@
+"""Benchmark `tunescope diff` on a synthetic 1B-parameter Llama (Llama-3.2-1B shapes, bf16, 1 GB shards).
+
+Measures, each with the page cache warm (files just read) and cold (our files evicted with
+posix_fadvise, so they come from disk):
+  - raw read rate: safetensors `get_tensor` of every tensor of base + one checkpoint (bytes/s);
+  - diff throughput: the same bytes through `diff(base, [ckpt])`, as a fraction of the raw rate
+    (goal >= 0.70);
+  - peak RSS of the diff process against 3x the largest tensor (goal: peak - overhead <= 3x);
+  - a K-checkpoint diff against K single diffs (the base is read once instead of K times).
+Each diff runs in a fresh subprocess so that its peak RSS is its own; `overhead` is the RSS of
+the same process after imports, before any work.
+
+    make bench   # or: .venv/bin/python -m bench bench_analyse
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.synthetic import make_llama_pair
+
+K = 3
+
+_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from tunescope.analyse.diff import diff
+from tunescope.checkpoints import resolve_models
+base, out, *models = sys.argv[1:]
+refs = resolve_models(models)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+if base != "-":
+    diff(Path(base), refs, Path(out), progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t, "overhead_kb": rss0,
+                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(d.glob("*.safetensors"))
+
+
+def _evict(dirs: list[Path]) -> None:
+    """Drop these files (only) from the page cache."""
+    for d in dirs:
+        for f in _files(d):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def _raw_read(dirs: list[Path]) -> tuple[float, int]:
+    """Seconds and bytes to read every tensor with safetensors (materialised, then dropped)."""
+    from safetensors import safe_open
+
+    n, t = 0, time.perf_counter()
+    for d in dirs:
+        for f in _files(d):
+            with safe_open(f, framework="pt") as h:
+                for k in h.keys():
+                    x = h.get_tensor(k)
+                    n += x.numel() * x.element_size()
+                    del x
+    return time.perf_counter() - t, n
+
+
+def _diff_child(base: Path | str, models: list[Path], out: Path) -> dict:
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(base), str(out), *map(str, models)],
+                       capture_output=True, text=True, env=env, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run(out: Path) -> dict:
+    from tunescope.weights import WeightFiles
+
+    data = Path(out) / "synthetic-1b"
+    t = time.perf_counter()
+    base, ckpts = make_llama_pair(data, "1b", n_checkpoints=K)
+    gen_s = time.perf_counter() - t
+    w = WeightFiles(base)
+    largest = max(w.nbytes(n) for n in w.names())
+    model_bytes = sum(w.nbytes(n) for n in w.names())
+    res: dict = {"model": "synthetic Llama-3.2-1B shapes, bf16", "params": model_bytes // 2,
+                 "model_gb": round(model_bytes / 1e9, 3), "largest_tensor_mb": round(largest / 1e6, 1),
+                 "generate_s": round(gen_s, 1), "cpus": os.cpu_count()}
+    work = Path(out) / "analyse"
+    work.mkdir(parents=True, exist_ok=True)
+    pair = [base, ckpts[0]]
+
+    for cache in ("warm", "cold"):
+        if cache == "warm":
+            _raw_read(pair)  # fill the cache
+        else:
+            _evict(pair)
+        raw_s, nbytes = _raw_read(pair)
+        _evict(pair) if cache == "cold" else None
+        d = _diff_child(base, [ckpts[0]], work / f"diff-{cache}.csv")
+        raw_rate, diff_rate = nbytes / raw_s, nbytes / d["seconds"]
+        res[cache] = {"raw_read_gb_s": round(raw_rate / 1e9, 3), "diff_gb_s": round(diff_rate / 1e9, 3),
+                      "diff_s": round(d["seconds"], 2), "fraction_of_raw": round(diff_rate / raw_rate, 3)}
+        if cache == "warm":
+            peak, over = d["peak_kb"] * 1024, d["overhead_kb"] * 1024
+            res["peak_rss_mb"] = round(peak / 1e6, 1)
+            res["overhead_rss_mb"] = round(over / 1e6, 1)
+            res["peak_minus_overhead_over_largest_tensor"] = round((peak - over) / largest, 2)
+
+    # K checkpoints in one pass vs K single diffs (warm cache: the files were just written/read)
+    _raw_read([base, *ckpts])
+    many = _diff_child(base, ckpts, work / "diff-k.csv")["seconds"]
+    singles = sum(_diff_child(base, [c], work / f"diff-single-{i}.csv")["seconds"] for i, c in enumerate(ckpts))
+    res["k_checkpoints"] = {"k": K, "one_diff_s": round(many, 2), "k_single_diffs_s": round(singles, 2),
+                            "speedup": round(singles / many, 2)}
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(Path("bench_out")), indent=2))
