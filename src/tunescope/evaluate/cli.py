@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lm-eval", metavar="TASK[,TASK]", help="lm-evaluation-harness tasks (HF backend)")
     p.add_argument("--lm-eval-include", metavar="DIR", help="directory of extra lm-eval task YAMLs")
     p.add_argument("--lm-eval-limit", type=int)
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any EvalConfig field, e.g. --set bootstrap=5000 --set mc_template='{letter}'")
     p.set_defaults(func=_run)
 
 
@@ -48,9 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     from tunescope.config import load_config
     from tunescope.evaluate.run import EvalConfig, evaluate
 
-    # KEY=VALUE words land among the positional models; split them off
-    models = [m for m in args.models if "=" not in m]
-    overrides = [m for m in args.models if "=" in m] + list(args.overrides)
+    models, overrides = args.models, list(args.set)
     for flag in ("n", "max_new_tokens", "batch_size", "temperature", "top_p", "n_samples", "seed", "mc_mode",
                  "backend", "device", "kl_items", "lm_eval_include", "lm_eval_limit"):
         value = getattr(args, flag)

@@ -15,7 +15,7 @@
 Multiple choice specs name a `choices` list field (MMLU: `choices`) or several fields (GPQA:
 `[Correct Answer, Incorrect Answer 1, ...]`, with `shuffle: true` so that the correct one is not
 always first; the shuffle is seeded by the row id). The gold `answer` may be an index, a letter or
-the text of one choice; it becomes a letter. The options are appended to the prompt as "A. ...".
+the text of one choice; it becomes a letter. The options are appended to the prompt as "A. ...", as in the organism's facts suite.
 
 Extraction and scoring are separate, as in lm-evaluation-harness. Maths: the body of the last
 <answer> tag (or, for models that do not use the tags, the whole completion) is parsed by
@@ -44,7 +44,7 @@ SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
 @dataclass
 class TaskSpec:
     name: str
-    source: str  # local .jsonl/.json/.parquet path (relative to the spec file) or a hub dataset id
+    source: str  # local .jsonl/.json/.csv/.parquet path (relative to the spec file) or a hub dataset id
     kind: Literal["maths", "choice", "exact"]
     prompt: str = "{question}"  # user turn; {field} placeholders are row fields
     answer: str = "answer"  # field with the gold answer
@@ -100,13 +100,14 @@ def read_rows(spec: TaskSpec) -> list[dict[str, Any]]:
         if src.suffix == ".json":
             rows = json.loads(src.read_text())
             return rows if isinstance(rows, list) else rows.get(spec.split) or rows["data"]
-        if src.suffix == ".parquet":
+        if src.suffix in (".parquet", ".csv"):
             import pandas as pd
 
-            return pd.read_parquet(src).to_dict("records")
+            df = pd.read_parquet(src) if src.suffix == ".parquet" else pd.read_csv(src, dtype=str, keep_default_na=False)
+            return df.to_dict("records")
     except (json.JSONDecodeError, KeyError, OSError, ValueError) as e:
-        raise UserError(f"cannot read {src}: {e}; it must be JSON lines, a JSON list or parquet") from None
-    raise UserError(f"{src}: unsupported file type '{src.suffix}'; use .jsonl, .json or .parquet")
+        raise UserError(f"cannot read {src}: {e}; it must be JSON lines, a JSON list, CSV or parquet") from None
+    raise UserError(f"{src}: unsupported file type '{src.suffix}'; use .jsonl, .json, .csv or .parquet")
 
 
 class FileTask:
@@ -150,6 +151,7 @@ class FileTask:
         if s.kind == "choice":
             choices, answer = self._choices(row, answer, item_id, where)
             prompt += "\n\n" + "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(choices))
+            prompt += "\nAnswer with the letter of the correct option."
             meta["choices"] = choices
         return Item(id=item_id, prompt=prompt, solution=solution, answer=answer, meta=meta)
 

@@ -2,8 +2,9 @@
 
 `lm_eval.simple_evaluate(model="hf", model_args={"pretrained": PATH}, tasks=[...])` with extra task
 YAMLs from `lm_eval_include` (e.g. a task over a local JSON file, for offline use). Each numeric
-metric becomes a row `suite=<task>, metric=lm_eval:<metric>,<filter>`; lm-eval reports a standard
-error rather than a bootstrap interval, so the interval is the normal approximation value ± 1.96·SE.
+metric becomes a row `suite=<task>, metric=lm_eval:<metric>,<filter>`. The interval is our own 95%
+percentile bootstrap over lm-eval's per-document scores (so it matches the other rows); where a metric
+has no per-document values (corpus-level metrics) it falls back to lm-eval's standard error, ± 1.96·SE.
 """
 
 from __future__ import annotations
@@ -33,24 +34,33 @@ def run_lm_eval(path: str | Path, cfg: Any) -> list[dict[str, Any]]:
                         "device": "cuda" if cfg.device == "auto" and _cuda() else
                         ("cpu" if cfg.device == "auto" else cfg.device)},
             batch_size=cfg.batch_size, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
-            torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0, log_samples=False)
+            torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0, log_samples=True)
     except (KeyError, ValueError) as e:
         raise UserError(f"lm-eval could not run tasks {', '.join(cfg.lm_eval)}: {e}") from None
-    return lm_eval_rows(res)
+    return lm_eval_rows(res, seed=cfg.seed, n_resamples=cfg.bootstrap)
 
 
-def lm_eval_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+def lm_eval_rows(res: dict[str, Any], seed: int = 0, n_resamples: int = 2000) -> list[dict[str, Any]]:
+    """Our score rows from the dict `simple_evaluate` returns."""
+    from tunescope.evaluate.stats import bootstrap_ci
+
     rows = []
     for task, metrics in res["results"].items():
         n = res.get("n-samples", {}).get(task, {}).get("effective")
         for key, value in metrics.items():
-            if "_stderr" in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if "," not in key or "_stderr" in key or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             name, _, flt = key.partition(",")
-            se = metrics.get(f"{name}_stderr,{flt}")
-            se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else float("nan")
+            docs = [d for d in res.get("samples", {}).get(task, []) if d.get("filter", flt) == flt]
+            per_doc = [float(d[name]) for d in docs if isinstance(d.get(name), (int, float))]
+            if per_doc and len(per_doc) == len(docs) and abs(sum(per_doc) / len(per_doc) - value) < 1e-9:
+                _, lo, hi = bootstrap_ci(per_doc, seed=seed, n_resamples=n_resamples)
+            else:
+                se = metrics.get(f"{name}_stderr,{flt}")
+                se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else float("nan")
+                lo, hi = value - 1.96 * se, value + 1.96 * se
             rows.append({"suite": task, "metric": f"lm_eval:{key}", "value": float(value),
-                         "ci_low": value - 1.96 * se, "ci_high": value + 1.96 * se, "n": n})
+                         "ci_low": lo, "ci_high": hi, "n": n})
     return rows
 
 

@@ -1,0 +1,154 @@
+"""`tunescope eval` end to end on the smoke organism: sweep a run, keep results past a broken checkpoint,
+resume, file tasks with pass@k, lm-eval offline, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tunescope.checkpoints import ModelRef
+from tunescope.cli import main
+from tunescope.evaluate import EvalConfig, evaluate
+from tunescope.evaluate.run import DIST_COLUMNS, SCORE_COLUMNS
+
+DATA = Path(__file__).parent / "data"
+FAST = ["--n", "3", "--max-new-tokens", "8", "--batch-size", "4", "--set", "bootstrap=200"]
+
+
+def checkpoint(src: Path, run: Path, step: int, noise: float = 0.0) -> Path:
+    d = run / "checkpoints" / f"step-{step:06d}"
+    shutil.copytree(src, d)
+    if noise:
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+        g = torch.Generator().manual_seed(step)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
+        model.save_pretrained(str(d))
+    (d / "tunescope.json").write_text(json.dumps({"step": step, "fraction": step / 20, "method": "sft"}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def run_dir(smoke_organism, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    checkpoint(smoke_organism, run, 10)
+    checkpoint(smoke_organism, run, 20, noise=0.3)
+    return run
+
+
+def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smoke_organism, tmp_path, capsys):
+    broken = checkpoint(smoke_organism, run_dir, 15)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    out = tmp_path / "ev"
+    args = ["eval", str(run_dir), "--suite", "maths,facts", "--out", str(out), "--reference",
+            str(smoke_organism), "--kl-items", "2", *FAST]
+    try:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "error: 1 checkpoint(s) failed" in err and "step-000015" in err and "Traceback" not in err
+        scores = pd.read_csv(out / "scores.csv")
+        assert list(scores.columns) == SCORE_COLUMNS
+        assert sorted(scores["step"].unique()) == [10, 20]
+        acc = scores[scores.metric == "accuracy"]
+        assert set(acc.suite) == {"maths", "facts"} and (acc.n == 3).all()
+        assert ((acc.ci_low <= acc.value) & (acc.value <= acc.ci_high)).all()
+        assert set(scores[scores.suite == "facts"].metric) == {"accuracy", "accuracy_norm"}
+        dist = pd.read_csv(out / "distribution.csv")
+        assert list(dist.columns) == DIST_COLUMNS
+        dist = dist.set_index("step")
+        assert abs(dist.loc[10, "kl"]) < 1e-6 and dist.loc[20, "kl"] > 0  # step 10 is the reference itself
+        assert (dist.mean_length > 0).all() and (dist.mean_entropy > 0).all()
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 2 * (3 + 3)  # 2 checkpoints x (3 generated maths + 3 loglik facts)
+        assert {"model", "step", "suite", "item_id", "sample", "prompt", "completion", "extracted",
+                "score"} <= set(samples[0])
+        state = json.loads((out / "eval.json").read_text())
+        assert len(state["done"]) == 2 and len(state["failed"]) == 1 and state["git_revision"]
+
+        shutil.rmtree(broken)  # fix the run: rerun resumes and only evaluates what is missing
+        checkpoint(smoke_organism, run_dir, 15)
+        assert main(args) == 0
+        assert "resuming: 2 checkpoint(s) already done" in capsys.readouterr().err
+        scores = pd.read_csv(out / "scores.csv")
+        assert sorted(scores["step"].unique()) == [10, 15, 20]
+        assert len(scores) == 3 * len(scores[scores.step == 10])  # nothing duplicated
+        assert len((out / "samples.jsonl").read_text().splitlines()) == 3 * 6
+        assert json.loads((out / "eval.json").read_text())["failed"] == {}
+        # another config into the same --out is refused
+        assert main([*args, "--seed", "1"]) == 2
+        assert "different evaluation config" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(broken, ignore_errors=True)
+
+
+def test_file_task_with_sampling_reports_pass_at_k(smoke_organism, tmp_path):
+    cfg = EvalConfig(n=2, max_new_tokens=6, temperature=1.0, n_samples=4, bootstrap=200, kl_items=0)
+    ref = ModelRef(path=smoke_organism, name="organism", step=0)
+    df = evaluate([ref], ["gsm8k", "mmlu"], tmp_path / "ev", cfg,
+                  data=[f"gsm8k={DATA / 'gsm8k_sample.jsonl'}", f"mmlu={DATA / 'mmlu_sample.parquet'}"])
+    g = df[df.suite == "gsm8k"].set_index("metric")["value"]
+    assert {"accuracy", "mean@4", "pass@1", "pass@2", "pass@4", "answer_rate"} <= set(g.index)
+    assert g["pass@1"] == pytest.approx(g["accuracy"]) and g["mean@4"] == pytest.approx(g["accuracy"])
+    assert g["pass@1"] <= g["pass@2"] <= g["pass@4"]
+    samples = [json.loads(x) for x in (tmp_path / "ev" / "samples.jsonl").read_text().splitlines()]
+    gs = [s for s in samples if s["suite"] == "gsm8k"]
+    assert len(gs) == 2 * 4 and sorted({s["sample"] for s in gs}) == [0, 1, 2, 3]
+    per_item = pd.DataFrame(gs).groupby("item_id")["score"].mean()
+    assert g["accuracy"] == pytest.approx(per_item.mean())
+    mm = [s for s in samples if s["suite"] == "mmlu"]
+    assert len(mm) == 2 and all(len(s["logliks"]) == 4 for s in mm)
+    for s in mm:  # the pick is the argmax of the recorded option log-likelihoods
+        assert s["extracted"] == "ABCD"[int(np.argmax(s["logliks"]))]
+
+
+def test_lm_eval_adapter_offline(smoke_organism, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_qa.yaml").write_text(f"""task: tiny_qa
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {DATA / 'lmeval_qa.json'}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+""")
+    out = tmp_path / "ev"
+    assert main(["eval", str(smoke_organism), "--lm-eval", "tiny_qa", "--lm-eval-include", str(tasks),
+                 "--out", str(out), "--set", "bootstrap=200"]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    row = scores[(scores.suite == "tiny_qa") & (scores.metric == "lm_eval:acc,none")].iloc[0]
+    assert row.n == 3 and row.value in (0.0, 1 / 3, 2 / 3, 1.0) and row.ci_low <= row.value <= row.ci_high
+
+
+def test_bad_input_exits_2_with_one_line(smoke_organism, tmp_path, capsys):
+    def run(*args: str) -> str:
+        assert main(["eval", *args, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        return err
+
+    assert "unknown suite 'mathz'" in run(str(smoke_organism), "--suite", "mathz")
+    assert "does not exist" in run(str(tmp_path / "missing"), "--suite", "maths")
+    (tmp_path / "empty").mkdir()
+    assert "neither a model directory" in run(str(tmp_path / "empty"), "--suite", "maths")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert "no complete checkpoints" in run(str(tmp_path / "run"), "--suite", "maths")
+    assert "n_samples > 1" in run(str(smoke_organism), "--suite", "maths", "--n-samples", "2")
+    assert "no answer field 'answer'" in run(str(smoke_organism), "--suite", "gsm8k", "--data",
+                                             str(DATA / "missing_answer.jsonl"))
