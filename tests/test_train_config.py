@@ -131,3 +131,9 @@ def file_task_from(rows):
     d = Path(tempfile.mkdtemp())
     (d / "d.jsonl").write_text("\n".join(json.dumps({"prompt": p, "solution": s, "answer": a}) for p, s, a in rows))
     return file_task(d / "d.jsonl")
+
+
+def test_selectors_from_the_command_line():
+    assert load_budget("smoke", ["freeze=gate,up,down@19-25"]).freeze == ["gate,up,down@19-25"]
+    assert load_budget("smoke", ["train_only=q,k; o@0"]).train_only == ["q,k", "o@0"]
+    assert load_budget("smoke", ["freeze=['gate,up@1', down]"]).freeze == ["gate,up@1", "down"]

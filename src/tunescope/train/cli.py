@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="post-train a model with SFT or GRPO under a shared budget",
                        description="Train from one base model with SFT or GRPO on the shared prompt stream; "
                                    "checkpoints go to OUT/checkpoints, the step log to OUT/log.jsonl.")
-    p.add_argument("method", choices=["sft", "grpo"])
+    p.add_argument("words", nargs="+", metavar="{sft,grpo} [key=value ...]",
+                   help="the method, then config overrides, e.g. sft lr=1e-5 grpo.beta=0.04")
     p.add_argument("--model", required=True, help="base model: a model directory (any checkpoint) or hub id")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")
     p.add_argument("--config", default=None,
@@ -17,17 +18,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="end this session after checkpoint STEP; continue later with --resume")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-5 grpo.beta=0.04")
     p.set_defaults(func=_run)
+    p.__class__ = _Intermixed  # overrides may follow the options: `train sft --model M lr=1e-5`
+
+
+class _Intermixed(argparse.ArgumentParser):
+    """A sub-command parser whose positionals may come before and after its options."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inner:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
 
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tunescope.errors import UserError
     from tunescope.train.config import load_budget
     from tunescope.train.run import train
 
-    cfg = load_budget(args.config, args.overrides)
-    run = train(args.method, args.model, Path(args.out), cfg, resume=args.resume, stop_after=args.stop_after)
+    method, overrides = args.words[0], args.words[1:]
+    if method not in ("sft", "grpo"):
+        raise UserError(f"method must be sft or grpo, got {method!r}: tunescope train sft|grpo --model ...")
+    cfg = load_budget(args.config, overrides)
+    run = train(method, args.model, Path(args.out), cfg, resume=args.resume, stop_after=args.stop_after)
     print(run)
     return 0

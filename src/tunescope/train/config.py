@@ -72,15 +72,22 @@ class BudgetConfig:
     max_completion_length: int = 256
     # checkpoints at fixed fractions of max_steps (plus the step-0 model)
     checkpoint_every: float = 0.05
-    # freezing by selectors (tunescope.naming): "gate,up,down@19-25"; train_only: "q,k"
-    freeze: list[str] = field(default_factory=list)
-    train_only: list[str] = field(default_factory=list)
+    # freezing by selectors (tunescope.naming). On the command line write one selector as a string,
+    # several separated by ";": freeze="gate,up,down@19-25" or train_only="q,k" (in YAML flow lists
+    # [gate,up] would be two selectors: quote each one)
+    freeze: list[str] | str = field(default_factory=list)
+    train_only: list[str] | str = field(default_factory=list)
     sft: SFTOptions = field(default_factory=SFTOptions)
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
     tensorboard: bool = False  # also log to RUN/tensorboard
     bf16: bool = True  # mixed precision on GPU; always off on CPU
+    activation_checkpointing: bool = False  # GPU only: True saves activation memory, costs ~20% speed
 
     def __post_init__(self) -> None:
+        for name in ("freeze", "train_only"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [v.strip() for v in value.split(";") if v.strip()])
         if (self.task is None) == (self.dataset is None):
             raise UserError("set exactly one of task=NAME or dataset=PATH (set the other to null)")
         for name in ("n_train_items", "max_steps", "prompts_per_step", "micro_batch_size",

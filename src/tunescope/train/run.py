@@ -146,7 +146,7 @@ def common_args(cfg: BudgetConfig, run: Path) -> dict[str, Any]:
         bf16=bool(gpu and cfg.bf16),
         fp16=False,
         use_cpu=not gpu,
-        gradient_checkpointing=False,
+        activation_checkpointing=bool(gpu and cfg.activation_checkpointing),  # (was gradient_checkpointing)
         logging_strategy="steps",
         logging_steps=1,
         logging_first_step=False,

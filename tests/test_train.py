@@ -1,0 +1,205 @@
+"""Training on the smoke organism: checkpoints, step log, shared prompt stream, losses, freezing,
+SFT -> GRPO, resume and bad input. Each run is a handful of steps with tiny batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunescope.checkpoints import list_checkpoints, read_sidecar
+from tunescope.errors import UserError
+from tunescope.train import load_budget, train
+from tunescope.train.data import filter_by_length, gold_message, load_pool, prompt_messages, prompt_stream
+from tunescope.weights import WeightFiles
+
+# One budget for every run here: SFT and GRPO share it (GRPO: 4 prompts x 2 samples per step).
+BUDGET = ["max_steps=4", "prompts_per_step=4", "micro_batch_size=2", "checkpoint_every=0.5",
+          "n_train_items=32", "max_completion_length=24", "grpo.num_generations=2", "grpo.temperature=1.0",
+          "grpo.rewards=[tags]", "grpo.reward_weights=[1.0]", "grpo.beta=0.04"]
+
+
+def budget(*extra: str):
+    return load_budget("smoke", [*BUDGET, *extra])
+
+
+def tensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    return dict(WeightFiles(model_dir).iter())
+
+
+def file_hashes(run: Path) -> dict[str, str]:
+    return {str(f.relative_to(run)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted((run / "checkpoints").rglob("*")) if f.is_file()}
+
+
+def log(run: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sft_run(smoke_organism, tmp_path_factory) -> Path:
+    return train("sft", smoke_organism, tmp_path_factory.mktemp("t") / "sft", budget())
+
+
+@pytest.fixture(scope="module")
+def grpo_run(sft_run, tmp_path_factory) -> Path:
+    """GRPO started from the SFT run's last checkpoint (SFT -> RL)."""
+    start = list_checkpoints(sft_run)[-1].path
+    return train("grpo", start, tmp_path_factory.mktemp("t") / "grpo", budget())
+
+
+def test_sft_writes_checkpoints_at_fractions_with_sidecars_and_totals(sft_run, smoke_organism):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    refs = list_checkpoints(sft_run)
+    assert [r.step for r in refs] == [0, 2, 4] and [r.fraction for r in refs] == [0.0, 0.5, 1.0]
+    side = read_sidecar(refs[-1].path)
+    assert side["method"] == "sft" and side["config"]["max_steps"] == 4 and side["provenance"]["git_revision"]
+    AutoModelForCausalLM.from_pretrained(refs[-1].path)
+    assert AutoTokenizer.from_pretrained(refs[-1].path).chat_template
+    base, first, last = tensors(smoke_organism), tensors(refs[0].path), tensors(refs[-1].path)
+    assert all(torch.equal(base[k], first[k]) for k in base)  # step 0 is the base model
+    assert any(not torch.equal(base[k], last[k]) for k in base)  # training moved the weights
+
+    lines = log(sft_run)
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
+    for ln in lines:
+        assert {"loss", "lr", "grad_norm", "reward_mean", "reward_std", "completion_length", "tokens",
+                "seconds", "gen_seconds", "items"} <= set(ln)
+    meta = json.loads((sft_run / "run.json").read_text())
+    assert meta["status"] == "done" and meta["replicas"]["identical"]
+    assert meta["totals"]["tokens_trained"] == sum(ln["tokens"] for ln in lines)
+    # tokens trained on, counted independently from the chat template
+    cfg = budget()
+    task, pool = load_pool(cfg.task, None, cfg.n_train_items)
+    by_id = {it.id: it for it in pool}
+    tok = AutoTokenizer.from_pretrained(smoke_organism)
+    want = sum(len(tok.apply_chat_template(prompt_messages(by_id[i]) + gold_message(by_id[i]), return_dict=False))
+               for ln in lines for i in ln["items"])
+    assert meta["totals"]["tokens_trained"] == want
+
+
+def _completion_logprobs(model, tok, item) -> torch.Tensor:
+    """float64 log p(gold token) over the assistant turn, teacher-forced."""
+    prompt = tok.apply_chat_template(prompt_messages(item), add_generation_prompt=True, return_dict=False)
+    full = tok.apply_chat_template(prompt_messages(item) + gold_message(item), return_dict=False)
+    assert full[:len(prompt)] == prompt
+    with torch.no_grad():
+        logits = model(torch.tensor([full])).logits[0].double()  # (T, V)
+    logp = torch.log_softmax(logits[:-1], dim=-1)  # position t predicts token t + 1
+    targets = torch.tensor(full[1:])
+    return logp.gather(1, targets[:, None])[:, 0][len(prompt) - 1:]  # (completion tokens,)
+
+
+@pytest.mark.parametrize("loss_type", ["nll", "dft"])
+def test_first_step_loss_matches_float64_recomputation(loss_type, sft_run, smoke_organism, tmp_path):
+    """Step 1 is computed with the base weights: its logged loss is the token-mean over the step's
+    completion tokens (over both accumulation micro-batches) of -log p (nll) or -p log p (dft)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = sft_run
+    if loss_type == "dft":
+        run = train("sft", smoke_organism, tmp_path / "dft", budget("sft.loss_type=dft", "max_steps=1"))
+    first = log(run)[0]
+    cfg = budget()
+    _, pool = load_pool(cfg.task, None, cfg.n_train_items)
+    by_id = {it.id: it for it in pool}
+    model = AutoModelForCausalLM.from_pretrained(smoke_organism).eval()
+    tok = AutoTokenizer.from_pretrained(smoke_organism)
+    lp = torch.cat([_completion_logprobs(model, tok, by_id[i]) for i in first["items"]])
+    per_token = -lp if loss_type == "nll" else -lp.exp() * lp
+    assert first["loss"] == pytest.approx(per_token.mean().item(), rel=1e-4)
+    assert first["completion_length"] == pytest.approx(len(lp) / len(first["items"]))
+
+
+def test_sft_and_grpo_see_the_same_prompts_at_every_step(sft_run, grpo_run, smoke_organism):
+    from transformers import AutoTokenizer
+
+    sft, grpo = log(sft_run), log(grpo_run)
+    assert [ln["items"] for ln in sft] == [ln["items"] for ln in grpo]
+    cfg = budget()
+    _, pool = load_pool(cfg.task, None, cfg.n_train_items)
+    pool = filter_by_length(pool, AutoTokenizer.from_pretrained(smoke_organism), cfg.max_prompt_length,
+                            cfg.max_completion_length)
+    stream = [it.id for it in prompt_stream(pool, cfg.max_steps * cfg.prompts_per_step, cfg.seed)]
+    assert [i for ln in sft for i in ln["items"]] == stream
+    assert len(set(stream)) == len(stream)  # 16 distinct problems from a pool of more than 16
+
+
+def test_grpo_from_an_sft_checkpoint_logs_rewards_kl_and_generation(grpo_run, sft_run):
+    lines = log(grpo_run)
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
+    for ln in lines:
+        assert 0.0 <= ln["reward_mean"] <= 1.0 and ln["reward_std"] >= 0.0 and "kl" in ln
+        assert ln["reward_tags"] == ln["reward_mean"]  # one reward function with weight 1
+        assert 0 < ln["gen_seconds"] < ln["seconds"] and ln["tokens_generated"] > 0
+        # tokens generated = mean completion length x 8 completions
+        assert ln["tokens_generated"] == round(ln["completion_length"] * 8)
+    assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference before the first update
+    refs = list_checkpoints(grpo_run)
+    start = list_checkpoints(sft_run)[-1].path
+    assert read_sidecar(refs[0].path)["base_model"] == str(start)
+    a, b = tensors(start), tensors(refs[0].path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((grpo_run / "run.json").read_text())
+    assert meta["totals"]["tokens_generated"] == sum(ln["tokens_generated"] for ln in lines)
+    assert 0 < meta["totals"]["generation_seconds"] < meta["totals"]["train_seconds"]
+
+
+@pytest.mark.parametrize("key, selector, frozen_if", [
+    ("freeze", "gate,up,down@1", lambda n: ".layers.1.mlp." in n),
+    ("train_only", "q,k", lambda n: not ("q_proj" in n or "k_proj" in n)),
+])
+def test_frozen_tensors_are_bit_identical(key, selector, frozen_if, smoke_organism, tmp_path):
+    run = train("sft", smoke_organism, tmp_path / "run", budget("max_steps=2", f"{key}={selector}"))
+    base, last = tensors(smoke_organism), tensors(list_checkpoints(run)[-1].path)
+    frozen = [k for k in base if frozen_if(k)]
+    trained = [k for k in base if not frozen_if(k)]
+    assert frozen and trained
+    assert all(torch.equal(base[k], last[k]) for k in frozen)
+    assert all(not torch.equal(base[k], last[k]) for k in trained)
+
+
+def test_selector_matching_nothing_is_an_error(smoke_organism, tmp_path):
+    with pytest.raises(UserError, match="matches no tensor"):
+        train("sft", smoke_organism, tmp_path / "run", budget("freeze=[q@5-9]"))
+
+
+def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(sft_run, smoke_organism, tmp_path):
+    run = tmp_path / "run"
+    train("sft", smoke_organism, run, budget(), stop_after=2)
+    assert [r.step for r in list_checkpoints(run)] == [0, 2]
+    assert json.loads((run / "run.json").read_text())["status"] == "stopped at step 2"
+    before = file_hashes(run)
+    with pytest.raises(UserError, match="pass --resume"):
+        train("sft", smoke_organism, run, budget())
+    with pytest.raises(UserError, match="these keys differ: lr"):
+        train("sft", smoke_organism, run, budget("lr=1e-3"), resume=True)
+    train("sft", smoke_organism, run, budget(), resume=True)
+    after = file_hashes(run)
+    assert {k: after[k] for k in before} == before  # written checkpoints are never touched
+    a, b = tensors(list_checkpoints(sft_run)[-1].path), tensors(list_checkpoints(run)[-1].path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [ln["loss"] for ln in log(run)] == [ln["loss"] for ln in log(sft_run)]
+
+
+def test_bad_model_and_cli_errors(smoke_organism, tmp_path, capsys):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from tunescope.cli import main
+
+    bert = tmp_path / "bert"
+    BertForMaskedLM(BertConfig(vocab_size=64, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=16)).save_pretrained(bert)
+    with pytest.raises(UserError, match="BertForMaskedLM, not a causal language model"):
+        train("sft", bert, tmp_path / "run", budget())
+    assert main(["train", "sft", "--model", str(bert), "--out", str(tmp_path / "r"), "--config", "smoke",
+                 "lr=1e-5"]) == 2
+    assert "not a causal language model" in capsys.readouterr().err
+    assert main(["train", "grpo", "--model", str(smoke_organism), "--out", str(tmp_path / "r"), "--config",
+                 "smoke", "grpo.num_generations=3"]) == 2
+    assert "change micro_batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
