@@ -5,7 +5,8 @@
 Capabilities, on the test split of each world task (items never seen in pretraining):
 - facts (MMLU analogue), by option log-likelihood: for each of the four options, the log-likelihood
   of the gold-format completion that picks it (`<think>{fact with that option} That is option X.
-  </think><answer>X</answer>`), argmax over options; also greedy accuracy for reference;
+  </think><answer>X</answer>`), argmax over options (`facts_mc`); also with `tunescope eval`'s
+  default continuation `<answer>{option text}</answer>` (`facts_mc_answer_tag`), and greedy;
 - maths, maths_hard, game24, game24_ood, instruct, twohop: greedy generation scored by `task.score`.
 The issue's targets: facts MC >= 80%, maths 10-70%, game24 >= 5%, instruct >= 30%, pretraining
 <= 10 minutes on 2 cores. The CPU is shared, so the load average is recorded with the timings.
@@ -46,11 +47,20 @@ def _option_completion(item, i: int) -> str:
     return format_completion(solution, LETTERS[i])
 
 
+def _answer_tag(item, i: int) -> str:
+    """`tunescope eval`'s default multiple-choice continuation: the option text in <answer>."""
+    return f"<answer>{item.meta['choices'][i]}</answer>"
+
+
 def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32) -> dict:
     """Accuracy (with a 95% Wilson interval) of the organism at `path` on every world task."""
+    import torch
+
     from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
+    from tunescope.organism.pretrain import cpu_threads
     from tunescope.world import get_task
 
+    torch.set_num_threads(cpu_threads())
     tok = load_tokenizer(path)
     engine = HFEngine(path, tok, device="cpu", dtype="float32")
     results: dict[str, dict] = {}
@@ -59,19 +69,17 @@ def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32
         task = get_task(name)
         items = task.items("test", n)
         prompts = [render_prompt(tok, it.prompt) for it in items]
-        if name == "facts":  # option log-likelihood
-            ctx, cont, owner = [], [], []
-            for j, it in enumerate(items):
-                for i in range(len(it.meta["choices"])):
-                    ctx.append(prompts[j])
-                    cont.append(tok(_option_completion(it, i), add_special_tokens=False)["input_ids"])
-                    owner.append(j)
-            ll = engine.sequence_loglik(ctx, cont, batch_size=batch_size)
-            k = 0
-            for j, it in enumerate(items):
-                scores = [ll[m] for m in range(len(ll)) if owner[m] == j]
-                k += int(scores.index(max(scores)) == "ABCD".index(it.answer))
-            results["facts_mc"] = {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n}
+        if name == "facts":  # option log-likelihood, two continuations
+            for metric, option in (("facts_mc", _option_completion), ("facts_mc_answer_tag", _answer_tag)):
+                ctx, cont = [], []
+                for j, it in enumerate(items):
+                    for i in range(4):
+                        ctx.append(prompts[j])
+                        cont.append(tok(option(it, i), add_special_tokens=False)["input_ids"])
+                ll = engine.sequence_loglik(ctx, cont, batch_size=batch_size)  # 4 per item, in order
+                k = sum(int(max(range(4), key=lambda i: ll[4 * j + i]) == "ABCD".index(it.answer))
+                        for j, it in enumerate(items))
+                results[metric] = {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n}
         gens = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, batch_size=batch_size,
                                progress=name)
         scores = [task.score(it, g[0].text) for it, g in zip(items, gens)]
