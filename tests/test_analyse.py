@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunescope.analyse.diff import diff, row_blocks
+from tunescope.analyse.mapped import MappedWeights
 from tunescope.checkpoints import ModelRef, resolve_models
 from tunescope.cli import main
 from tunescope.weights import WeightFiles
@@ -175,13 +176,13 @@ def test_sharded_and_blocked_reads_give_the_same_table(tmp_path: Path) -> None:
 def test_base_tensor_is_read_once_for_many_checkpoints(tmp_path: Path, monkeypatch) -> None:
     base, refs = build(tmp_path, "llama", [0.01, 0.02, 0.03])
     reads: dict[tuple[str, str], int] = {}
-    orig = WeightFiles.rows
+    orig = MappedWeights.rows
 
-    def counting(self, name, start, stop, dtype=None):
-        reads[(str(self.dir), name)] = reads.get((str(self.dir), name), 0) + 1
-        return orig(self, name, start, stop, dtype)
+    def counting(self, name, start, stop):
+        reads[(str(self.w.dir), name)] = reads.get((str(self.w.dir), name), 0) + 1
+        return orig(self, name, start, stop)
 
-    monkeypatch.setattr(WeightFiles, "rows", counting)
+    monkeypatch.setattr(MappedWeights, "rows", counting)
     diff(base, refs, tmp_path / "d.csv", chunk_elems=500, progress=False)
     wf = WeightFiles(base)
     for name in wf.names():
