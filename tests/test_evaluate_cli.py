@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from tunescope.checkpoints import ModelRef
 from tunescope.cli import main
 from tunescope.evaluate import EvalConfig, evaluate
-from tunescope.evaluate.run import DIST_COLUMNS, SCORE_COLUMNS
+from tunescope.evaluate.outputs import DIST_COLUMNS, SCORE_COLUMNS
 
 DATA = Path(__file__).parent / "data"
 FAST = ["--n", "3", "--max-new-tokens", "8", "--batch-size", "4", "--set", "bootstrap=200"]

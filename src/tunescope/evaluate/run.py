@@ -19,7 +19,6 @@ Outputs in `out/`:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -33,15 +32,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tunescope.checkpoints import ModelRef
-from tunescope.config import config_hash, to_dict
 from tunescope.errors import UserError
+from tunescope.evaluate.filetasks import FileTask
+from tunescope.evaluate.outputs import SCORE_COLUMNS, append, key, open_out, write_state
 from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
-from tunescope.provenance import provenance, write_json
 from tunescope.world.task import Item, Task, format_completion
-
-SCORE_COLUMNS = ["model", "path", "method", "step", "fraction", "suite", "metric", "value", "ci_low", "ci_high", "n"]
-DIST_COLUMNS = ["model", "path", "step", "fraction", "reference", "kl", "kl_ci_low", "kl_ci_high",
-                "mean_length", "mean_entropy", "n_tokens"]
 
 
 @dataclass
@@ -105,8 +100,8 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
     if not tasks and not cfg.lm_eval:
         raise UserError("nothing to evaluate; pass --suite, --task-spec or --lm-eval")
     out = Path(out)
-    state = _open(out, cfg, list(tasks), reference)
-    todo = [m for m in models if _key(m) not in state["done"]]
+    state = open_out(out, cfg, list(tasks), reference)
+    todo = [m for m in models if key(m) not in state["done"]]
     if len(todo) < len(models):
         print(f"resuming: {len(models) - len(todo)} checkpoint(s) already done in {out}", file=sys.stderr)
 
@@ -114,15 +109,18 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
     prepared = [_prepare(name, task, tok, cfg, render_prompt) for name, task in tasks.items()]
     kl_ctx, kl_resp = _prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
     ref_engine = None
+    if kl_ctx and todo:
+        from tunescope.evaluate.engine import HFEngine
+
+        try:
+            ref_engine = HFEngine(reference, tok, cfg.device, cfg.dtype)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load the reference model {reference}: {str(e).splitlines()[0]}") from None
 
     for m in tqdm(todo, desc="checkpoints", disable=len(todo) < 2):
         engine = None
         try:
             engine = _make_engine(m.path, tok, cfg)
-            if kl_ctx and ref_engine is None:
-                from tunescope.evaluate.engine import HFEngine
-
-                ref_engine = HFEngine(reference, tok, cfg.device, cfg.dtype)
             samples, scores, dist = _evaluate_one(m, engine, prepared, cfg, ref_engine, kl_ctx, kl_resp,
                                                   reference)
             if cfg.lm_eval:
@@ -131,19 +129,19 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
                 engine.close()
                 scores += [_row(m, **r) for r in run_lm_eval(m.path, cfg)]
         except (UserError, Exception) as e:  # one bad checkpoint never loses the others
-            state["failed"][_key(m)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            state["failed"][key(m)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if os.environ.get("TUNESCOPE_DEBUG"):
                 traceback.print_exc()
-            print(f"warning: {m.name} failed ({state['failed'][_key(m)]}); continuing", file=sys.stderr)
-            _write_state(out, state)
+            print(f"warning: {m.name} failed ({state['failed'][key(m)]}); continuing", file=sys.stderr)
+            write_state(out, state)
             continue
         finally:
             if engine is not None:
                 engine.close()
-        _append(out, samples, scores, dist)
-        state["done"].append(_key(m))
-        state["failed"].pop(_key(m), None)
-        _write_state(out, state)
+        append(out, samples, scores, dist)
+        state["done"].append(key(m))
+        state["failed"].pop(key(m), None)
+        write_state(out, state)
 
     if state["failed"]:
         raise UserError(f"{len(state['failed'])} checkpoint(s) failed: "
@@ -267,7 +265,7 @@ def _row(m: ModelRef, **kw: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ preparation
 def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _Suite:
-    items = task.items("test", cfg.n or 10**9)
+    items = _test_items(task, cfg.n)
     if not items:
         raise UserError(f"suite '{name}' has no test items")
     s = _Suite(name, task, items, [render(tok, it.prompt) for it in items])
@@ -284,6 +282,16 @@ def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _
     return s
 
 
+def _test_items(task: Task, n: int) -> list[Item]:
+    """The first n test items (n = 0: all), at most as many as the split holds."""
+    count = task.count("test") if hasattr(task, "count") else None
+    if isinstance(task, FileTask):
+        return task.items("test", n or None)
+    if count is None and n == 0:
+        raise UserError(f"suite '{task.name}' cannot say how many test items it has; set n > 0")
+    return task.items("test", min(n or count, count) if count is not None else n)
+
+
 def _prepare_kl(prepared: list[_Suite], tasks: dict[str, Task], tok: Any, cfg: EvalConfig, render: Any):
     """Prompt ids and gold response ids (format_completion + end of sequence) for the KL analysis."""
     if cfg.kl_items == 0:
@@ -297,61 +305,9 @@ def _prepare_kl(prepared: list[_Suite], tasks: dict[str, Task], tok: Any, cfg: E
         if not gen:
             return [], []
         task = gen[0]
-    items = task.items("test", cfg.kl_items)
+    items = _test_items(task, cfg.kl_items)
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     ctx = [render(tok, it.prompt) for it in items]
     resp = [tok(format_completion(it.solution, it.answer), add_special_tokens=False)["input_ids"] + eos
             for it in items]
     return ctx, resp
-
-
-# ------------------------------------------------------------------------------------------ output files
-def _key(m: ModelRef) -> str:
-    return str(Path(m.path).resolve())
-
-
-def _open(out: Path, cfg: EvalConfig, suites: list[str], reference: Path | None) -> dict[str, Any]:
-    """Load or start eval.json; refuse to mix configs; drop rows of checkpoints that did not finish."""
-    from tunescope.fsutil import check_writable_parent
-
-    check_writable_parent(out)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"config": to_dict(cfg), "suites": suites, "reference": str(reference) if reference else None}
-    digest = config_hash(settings)
-    state: dict[str, Any] = {"config_hash": digest, **settings, "done": [], "failed": {}}
-    f = out / "eval.json"
-    if f.exists():
-        try:
-            old = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{f} is not valid JSON; delete {out} or choose another --out") from None
-        if old.get("config_hash") != digest:
-            raise UserError(f"{out} holds results of a different evaluation config; choose another --out or delete it")
-        state["done"] = list(old.get("done", []))
-    elif any(out.iterdir()):
-        raise UserError(f"output directory {out} is not empty and has no eval.json; choose another --out")
-    done = {str(p) for p in state["done"]}
-    for name in ("scores.csv", "distribution.csv"):
-        if (out / name).exists():
-            df = pd.read_csv(out / name)
-            df[df["path"].map(lambda p: str(Path(p).resolve()) in done)].to_csv(out / name, index=False)
-    if (out / "samples.jsonl").exists():
-        keep = [line for line in (out / "samples.jsonl").read_text().splitlines()
-                if line.strip() and str(Path(json.loads(line)["path"]).resolve()) in done]
-        (out / "samples.jsonl").write_text("".join(line + "\n" for line in keep))
-    _write_state(out, state)
-    return state
-
-
-def _write_state(out: Path, state: dict[str, Any]) -> None:
-    write_json(out / "eval.json", provenance(config=state["config"], seed=state["config"]["seed"], **{
-        k: v for k, v in state.items() if k != "config"}))
-
-
-def _append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]], dist: dict[str, Any]) -> None:
-    with open(out / "samples.jsonl", "a") as fh:
-        for rec in samples:
-            fh.write(json.dumps(rec, default=str) + "\n")
-    for name, rows, cols in (("scores.csv", scores, SCORE_COLUMNS), ("distribution.csv", [dist], DIST_COLUMNS)):
-        f = out / name
-        pd.DataFrame(rows, columns=cols).to_csv(f, mode="a", header=not f.exists(), index=False)

@@ -1,0 +1,79 @@
+"""The sweep's output directory: append per checkpoint, resume, never mix configs.
+
+    samples.jsonl     one line per completion (or per multiple-choice pick)
+    scores.csv        SCORE_COLUMNS, one row per (checkpoint, suite, metric)
+    distribution.csv  DIST_COLUMNS, one row per checkpoint
+    eval.json         resolved config, its hash, provenance, finished and failed checkpoints
+
+A checkpoint's rows are appended only once it is fully evaluated, then it is marked done in
+eval.json. On (re)open, rows of checkpoints not marked done (a crash between the two writes) are
+dropped, so a rerun never duplicates them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tunescope.checkpoints import ModelRef
+from tunescope.config import config_hash, to_dict
+from tunescope.errors import UserError
+from tunescope.provenance import provenance, write_json
+
+SCORE_COLUMNS = ["model", "path", "method", "step", "fraction", "suite", "metric", "value", "ci_low", "ci_high", "n"]
+DIST_COLUMNS = ["model", "path", "step", "fraction", "reference", "kl", "kl_ci_low", "kl_ci_high",
+                "mean_length", "mean_entropy", "n_tokens"]
+
+
+def key(m: ModelRef) -> str:
+    return str(Path(m.path).resolve())
+
+
+def open_out(out: Path, cfg: Any, suites: list[str], reference: Path | None) -> dict[str, Any]:
+    """Load or start eval.json; refuse to mix configs; drop rows of checkpoints that did not finish."""
+    from tunescope.fsutil import check_writable_parent
+
+    check_writable_parent(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"config": to_dict(cfg), "suites": suites, "reference": str(reference) if reference else None}
+    digest = config_hash(settings)
+    state: dict[str, Any] = {"config_hash": digest, **settings, "done": [], "failed": {}}
+    f = out / "eval.json"
+    if f.exists():
+        try:
+            old = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{f} is not valid JSON; delete {out} or choose another --out") from None
+        if old.get("config_hash") != digest:
+            raise UserError(f"{out} holds results of a different evaluation config; choose another --out or delete it")
+        state["done"] = list(old.get("done", []))
+    elif any(out.iterdir()):
+        raise UserError(f"output directory {out} is not empty and has no eval.json; choose another --out")
+    done = {str(p) for p in state["done"]}
+    for name in ("scores.csv", "distribution.csv"):
+        if (out / name).exists():
+            df = pd.read_csv(out / name)
+            df[df["path"].map(lambda p: str(Path(p).resolve()) in done)].to_csv(out / name, index=False)
+    if (out / "samples.jsonl").exists():
+        keep = [line for line in (out / "samples.jsonl").read_text().splitlines()
+                if line.strip() and str(Path(json.loads(line)["path"]).resolve()) in done]
+        (out / "samples.jsonl").write_text("".join(line + "\n" for line in keep))
+    write_state(out, state)
+    return state
+
+
+def write_state(out: Path, state: dict[str, Any]) -> None:
+    write_json(out / "eval.json", provenance(config=state["config"], seed=state["config"]["seed"], **{
+        k: v for k, v in state.items() if k != "config"}))
+
+
+def append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]], dist: dict[str, Any]) -> None:
+    with open(out / "samples.jsonl", "a") as fh:
+        for rec in samples:
+            fh.write(json.dumps(rec, default=str) + "\n")
+    for name, rows, cols in (("scores.csv", scores, SCORE_COLUMNS), ("distribution.csv", [dist], DIST_COLUMNS)):
+        f = out / name
+        pd.DataFrame(rows, columns=cols).to_csv(f, mode="a", header=not f.exists(), index=False)
