@@ -203,3 +203,17 @@ def test_bad_model_and_cli_errors(smoke_organism, tmp_path, capsys):
                  "smoke", "grpo.num_generations=3"]) == 2
     assert "change micro_batch_size" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_grpo_resume_reproduces_sampling_and_weights(grpo_run, sft_run, tmp_path):
+    """Resuming restores the RNG too: the resumed GRPO run samples the same completions (same
+    rewards) and ends with the same weights as the uninterrupted one."""
+    start = list_checkpoints(sft_run)[-1].path
+    run = tmp_path / "grpo"
+    train("grpo", start, run, budget(), stop_after=2)
+    train("grpo", start, run, budget(), resume=True)
+    a, b = log(grpo_run), log(run)
+    assert [ln["reward_mean"] for ln in a] == [ln["reward_mean"] for ln in b]
+    assert [ln["tokens_generated"] for ln in a] == [ln["tokens_generated"] for ln in b]
+    wa, wb = tensors(list_checkpoints(grpo_run)[-1].path), tensors(list_checkpoints(run)[-1].path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

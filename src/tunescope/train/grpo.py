@@ -90,6 +90,7 @@ def grpo_args(cfg: BudgetConfig, common: dict[str, Any], grad_accum: int):  # ->
         importance_sampling_level="token",
         use_vllm=g.use_vllm,
         vllm_mode=g.vllm_mode,
+        include_num_input_tokens_seen="no",  # GRPOTrainer counts prompt + completion tokens itself
         log_completions=False,
         remove_unused_columns=False,
     )

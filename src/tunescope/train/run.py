@@ -154,7 +154,6 @@ def common_args(cfg: BudgetConfig, run: Path) -> dict[str, Any]:
         save_total_limit=1,  # keep only the newest resumable state
         save_only_model=False,
         ignore_data_skip=False,
-        include_num_input_tokens_seen="non_padding",
         report_to=["tensorboard"] if cfg.tensorboard else "none",
         disable_tqdm=False,
         dataloader_num_workers=0,

@@ -34,6 +34,7 @@ def sft_args(cfg: BudgetConfig, common: dict[str, Any], grad_accum: int):  # -> 
         loss_type=cfg.sft.loss_type,
         shuffle_dataset=False,
         dataset_num_proc=None,
+        include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,  # keep item_id for the step log; RecordingCollator drops it
     )
 
