@@ -25,6 +25,7 @@ import json
 import math
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -110,7 +111,10 @@ def count_layers(model_dir: Path, names: list[str]) -> int:
     """Number of transformer blocks: config.json's num_hidden_layers, else from tensor names."""
     cfg_file = model_dir / "config.json"
     if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{cfg_file} is not valid JSON; restore it from the checkpoint") from None
         for c in (cfg, cfg.get("text_config") or {}):
             if isinstance(c.get("num_hidden_layers"), int):
                 return c["num_hidden_layers"]
@@ -224,8 +228,10 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
             t = tgt_w.get(name)
             if name in edit:
                 r = ref_w.get(name)
+                t0 = time.perf_counter()
                 new = edit_tensor(opts, r, t)
-                records.append(_record(name, opts, r, t, new))
+                seconds = time.perf_counter() - t0
+                records.append(_record(name, opts, r, t, new) | {"seconds": round(seconds, 4)})
                 t = new
             writer.add(name, t)
         writer.close()
