@@ -165,3 +165,20 @@ def test_cli_bad_input(argv: list[str], message: str, tmp_path: Path, capsys) ->
     assert main(["organism", "build", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_build_waits_for_a_concurrent_builder(smoke_organism: Path) -> None:
+    """The cache entry is locked while one process builds it; others wait, then use it."""
+    import fcntl
+    import threading
+
+    result: list[Path] = []
+    with open(smoke_organism.parent / f".{smoke_organism.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=lambda: result.append(build(preset="smoke")))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not result  # blocked on the lock
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    waiter.join(timeout=30)
+    assert result == [smoke_organism]

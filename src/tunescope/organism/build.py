@@ -192,7 +192,11 @@ def build(preset: str = "smoke", out: Path | None = None, seed: int = 0) -> Path
         raise UserError(f"cannot create cache directory {root}: {e.strerror}; set TUNESCOPE_CACHE") from None
     path = root / key
     with open(root / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same organism
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(f"waiting for another process that is building {key}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             problem = verify(path, key)
             if problem is None:
