@@ -90,7 +90,8 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
 
 
 def test_file_task_with_sampling_reports_pass_at_k(smoke_organism, tmp_path):
-    cfg = EvalConfig(n=2, max_new_tokens=6, temperature=1.0, n_samples=4, bootstrap=200, kl_items=0)
+    cfg = EvalConfig(n=2, max_new_tokens=6, temperature=1.0, n_samples=4, bootstrap=200, kl_items=0,
+                     mc_mode="both")
     ref = ModelRef(path=smoke_organism, name="organism", step=0)
     df = evaluate([ref], ["gsm8k", "mmlu"], tmp_path / "ev", cfg,
                   data=[f"gsm8k={DATA / 'gsm8k_sample.jsonl'}", f"mmlu={DATA / 'mmlu_sample.parquet'}"])
@@ -103,7 +104,9 @@ def test_file_task_with_sampling_reports_pass_at_k(smoke_organism, tmp_path):
     assert len(gs) == 2 * 4 and sorted({s["sample"] for s in gs}) == [0, 1, 2, 3]
     per_item = pd.DataFrame(gs).groupby("item_id")["score"].mean()
     assert g["accuracy"] == pytest.approx(per_item.mean())
-    mm = [s for s in samples if s["suite"] == "mmlu"]
+    assert {"accuracy", "accuracy_norm", "accuracy_letter"} <= set(df[df.suite == "mmlu"].metric)
+    assert sum(s["suite"] == "mmlu" and s["mode"] == "generate" for s in samples) == 2 * 4
+    mm = [s for s in samples if s["suite"] == "mmlu" and s["mode"] == "loglik"]
     assert len(mm) == 2 and all(len(s["logliks"]) == 4 for s in mm)
     for s in mm:  # the pick is the argmax of the recorded option log-likelihoods
         assert s["extracted"] == "ABCD"[int(np.argmax(s["logliks"]))]

@@ -70,10 +70,14 @@ def write_state(out: Path, state: dict[str, Any]) -> None:
         k: v for k, v in state.items() if k != "config"}))
 
 
-def append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]], dist: dict[str, Any]) -> None:
+def append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]],
+           dist: dict[str, Any] | None) -> None:
+    """Append one checkpoint's rows (dist None: no distribution row, e.g. lm-eval only)."""
     with open(out / "samples.jsonl", "a") as fh:
         for rec in samples:
             fh.write(json.dumps(rec, default=str) + "\n")
     for name, rows, cols in (("scores.csv", scores, SCORE_COLUMNS), ("distribution.csv", [dist], DIST_COLUMNS)):
+        if not rows or rows == [None]:
+            continue
         f = out / name
         pd.DataFrame(rows, columns=cols).to_csv(f, mode="a", header=not f.exists(), index=False)

@@ -120,15 +120,17 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
     for m in tqdm(todo, desc="checkpoints", disable=len(todo) < 2):
         engine = None
         try:
-            engine = _make_engine(m.path, tok, cfg)
-            samples, scores, dist = _evaluate_one(m, engine, prepared, cfg, ref_engine, kl_ctx, kl_resp,
-                                                  reference)
+            samples, scores, dist = [], [], None
+            if prepared:
+                engine = _make_engine(m.path, tok, cfg)
+                samples, scores, dist = _evaluate_one(m, engine, prepared, cfg, ref_engine, kl_ctx, kl_resp,
+                                                      reference)
+                engine.close()
             if cfg.lm_eval:
                 from tunescope.evaluate.lmeval import run_lm_eval
 
-                engine.close()
                 scores += [_row(m, **r) for r in run_lm_eval(m.path, cfg)]
-        except (UserError, Exception) as e:  # one bad checkpoint never loses the others
+        except Exception as e:  # one bad checkpoint (UserError or other) never loses the others
             state["failed"][key(m)] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             if os.environ.get("TUNESCOPE_DEBUG"):
                 traceback.print_exc()
