@@ -154,7 +154,9 @@ def test_grpo_from_an_sft_checkpoint_logs_rewards_kl_and_generation(grpo_run, sf
     ("train_only", "q,k", lambda n: not ("q_proj" in n or "k_proj" in n)),
 ])
 def test_frozen_tensors_are_bit_identical(key, selector, frozen_if, smoke_organism, tmp_path):
-    run = train("sft", smoke_organism, tmp_path / "run", budget("max_steps=2", f"{key}={selector}"))
+    run = train("sft", smoke_organism, tmp_path / "run", budget("max_steps=2", f"{key}={selector}",
+                                                                "tensorboard=true"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     base, last = tensors(smoke_organism), tensors(list_checkpoints(run)[-1].path)
     frozen = [k for k in base if frozen_if(k)]
     trained = [k for k in base if not frozen_if(k)]
@@ -202,6 +204,9 @@ def test_bad_model_and_cli_errors(smoke_organism, tmp_path, capsys):
     assert main(["train", "grpo", "--model", str(smoke_organism), "--out", str(tmp_path / "r"), "--config",
                  "smoke", "grpo.num_generations=3"]) == 2
     assert "change micro_batch_size" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="needs a CUDA GPU"):
+            train("grpo", smoke_organism, tmp_path / "r", budget("grpo.use_vllm=true"))
     assert not (tmp_path / "r").exists()
 
 

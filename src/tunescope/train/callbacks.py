@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from tunescope.checkpoints import SIDECAR, checkpoint_dir
 from tunescope.fsutil import atomic_dir
@@ -172,3 +173,14 @@ class RunCallback(TrainerCallback):
         src = Path(args.output_dir) / f"checkpoint-{step}"
         export_checkpoint(src, checkpoint_dir(self.run, step),
                           {**self.sidecar, "step": step, "fraction": step / self.max_steps})
+
+
+class StepProgress(ProgressCallback):
+    """The Trainer's tqdm bar (stderr), with loss and reward as its postfix instead of a printed dict per step."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            post = {"loss": f"{logs['loss']:.4g}"}
+            if logs.get("reward") is not None:
+                post["reward"] = f"{logs['reward']:.3g}"
+            self.training_bar.set_postfix(post, refresh=False)

@@ -180,6 +180,8 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     if cfg.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
 
+    if method == "grpo" and cfg.grpo.use_vllm:
+        _check_vllm()
     lm, tok = load_model(model)
     counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
     task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options)
@@ -233,6 +235,12 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
         items = {it.id: it for it in pool}
         trainer = build_grpo_trainer(lm, tok, stream, task, items, cfg, args, [callback], recorder)
 
+    from transformers.trainer_callback import ProgressCallback
+
+    from tunescope.train.callbacks import StepProgress
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StepProgress())
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(state) if state is not None else None)
     wall = time.perf_counter() - t0
@@ -252,6 +260,17 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     if len(set(digests)) != 1:
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
     return run
+
+
+def _check_vllm() -> None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("grpo.use_vllm=true needs a CUDA GPU; set grpo.use_vllm=false on this machine")
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("grpo.use_vllm=true needs vLLM: pip install vllm (or set grpo.use_vllm=false)")
 
 
 def _barrier() -> None:
