@@ -40,6 +40,7 @@ class Generation:
     n_tokens: int  # generated tokens, end-of-sequence excluded
     truncated: bool  # stopped by max_new_tokens, not by end-of-sequence
     entropy_sum: float  # sum over generated tokens of H(p(. | prefix)) in nats, raw distribution
+    ids: tuple[int, ...] = ()  # generated token ids, end-of-sequence excluded
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
@@ -128,7 +129,7 @@ class HFEngine:
                 n_tok = len(row) if stop is None else stop
                 text = self.tok.decode(row[:n_tok], skip_special_tokens=True)
                 h = float(ent[r, : n_tok + (stop is not None)].sum())  # the eos step is a real choice too
-                out[idx[r // n_samples]].append(Generation(text, n_tok, stop is None, h))
+                out[idx[r // n_samples]].append(Generation(text, n_tok, stop is None, h, tuple(row[:n_tok])))
             bar.update(len(idx))
         bar.close()
         return out

@@ -45,9 +45,16 @@ class VLLMEngine:
                                 max_tokens=max_new_tokens, seed=seed)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
                                  use_tqdm=progress is not None)
-        return [[Generation(c.text, len(c.token_ids) - (c.finish_reason == "stop" and bool(c.token_ids)
-                                                           and c.token_ids[-1] == self.tok.eos_token_id),
-                            c.finish_reason == "length", math.nan) for c in o.outputs] for o in outs]
+        result = []
+        for o in outs:
+            gens = []
+            for c in o.outputs:
+                ids = list(c.token_ids)
+                if ids and c.finish_reason == "stop" and ids[-1] == self.tok.eos_token_id:
+                    ids = ids[:-1]
+                gens.append(Generation(c.text, len(ids), c.finish_reason == "length", math.nan, tuple(ids)))
+            result.append(gens)
+        return result
 
     def sequence_loglik(self, contexts: list[list[int]], continuations: list[list[int]],
                         batch_size: int = 16) -> list[float]:
