@@ -20,3 +20,13 @@ def smoke_organism() -> Path:
     from tunescope.organism import build
 
     return build(preset="smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, smoke_organism) -> Path:
+    """DIR of `tunescope run --preset smoke --out DIR`, run once per session (report, tables, stages)."""
+    from tunescope.cli import main
+
+    out = tmp_path_factory.mktemp("study") / "smoke"
+    assert main(["run", "--preset", "smoke", "--out", str(out)]) == 0
+    return out

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from tunescope.report.tables import MODULES, accuracy  # noqa: E402
 
@@ -38,7 +39,7 @@ def _colours(runs: list[str]) -> dict[str, tuple]:
 def _grid(n: int, ncols: int = 4, w: float = 3.4, h: float = 2.6):
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, list(axes.flat[:n])
@@ -76,7 +77,7 @@ def accuracy_vs_progress(scores: pd.DataFrame) -> str | None:
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("accuracy", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, bbox_to_anchor=(0.5, -0.06))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=7, bbox_to_anchor=(0.5, 0))
     return png(fig)
 
 
@@ -106,7 +107,7 @@ def kl_and_length(dist: pd.DataFrame) -> str | None:
         return None
     runs = list(dict.fromkeys(d["run"]))
     col = _colours(runs)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for run in runs:
         g = d[d["run"] == run].groupby("fraction")[["kl", "kl_ci_low", "kl_ci_high", "mean_length"]].mean()
         style = STYLE.get(d.loc[d["run"] == run, "kind"].iloc[0], "-")
@@ -157,11 +158,13 @@ def trajectories(traj: pd.DataFrame) -> str | None:
                     label=traj.loc[traj["run"] == run, "label"].iloc[0])
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_title("layer mean" if mod == "all" else mod, fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("relative change", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7, bbox_to_anchor=(0.5, -0.06))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=7, bbox_to_anchor=(0.5, 0))
     return png(fig)
 
 
@@ -170,7 +173,7 @@ def ranking(rank: pd.DataFrame) -> str | None:
         return None
     runs = list(dict.fromkeys(rank["run"]))
     col = _colours(runs)
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         g = rank[rank["run"] == run].set_index("module").reindex(MODULES)
@@ -179,7 +182,7 @@ def ranking(rank: pd.DataFrame) -> str | None:
     ax.set_xticks(np.arange(len(MODULES)) + 0.4 - width / 2, MODULES)
     ax.set_yscale("log")
     ax.set_ylabel("final relative change (layer mean)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1))
     return png(fig)
 
 
@@ -187,7 +190,7 @@ def spectra(sigma: pd.DataFrame | None, angles: pd.DataFrame | None) -> str | No
     if sigma is None or sigma.empty:
         return None
     specs = list(dict.fromkeys(sigma["spectrum"]))
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
     col = _colours(specs)
     for s in specs:
         g = sigma[sigma["spectrum"] == s]
@@ -198,12 +201,14 @@ def spectra(sigma: pd.DataFrame | None, angles: pd.DataFrame | None) -> str | No
             h = angles[angles["spectrum"] == s]
             if not h.empty:
                 row = h.iloc[(h["k_frac"] - 0.1).abs().argmin()]
-                a3.bar([f"{s}\nhead", f"{s}\nbulk", f"{s}\ntail"],
-                       [row["head_u"], row["bulk_u"], row["tail_u"]], color=col[s])
+                i = specs.index(s)
+                a3.bar(np.arange(3) + i * 0.8 / len(specs), [row["head_u"], row["bulk_u"], row["tail_u"]],
+                       0.8 / len(specs), color=col[s], label=s)
+    a3.set_xticks(np.arange(3) + 0.4 - 0.4 / len(specs), ["head", "bulk", "tail"])
     a1.set(ylabel="mean |Δσ/σ|", xlabel="rank band", yscale="log")
     a2.set(ylabel="angle of matched singular vector (deg)", xlabel="rank band")
     a3.set(ylabel="principal angle, k = 10% of rank (deg)")
-    a3.tick_params(axis="x", labelsize=6)
+    a3.legend(fontsize=6)
     a1.legend(fontsize=7)
     a2.legend(fontsize=6)
     return png(fig)

@@ -50,6 +50,24 @@ def as_table(findings: list[Finding]) -> pd.DataFrame:
     return pd.DataFrame([f.__dict__ for f in findings], columns=["topic", "text", "claim", "verdict"])
 
 
+def _plain(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Runs that start from the base model with every tensor trained (the methods' own comparison)."""
+    runs = t.get("runs")
+    if runs is None:
+        return pd.DataFrame(columns=["run", "method", "task"])
+    return runs[(runs["init"] == "base") & (runs["freeze"].fillna("") == "") & (runs["train_only"].fillna("") == "")]
+
+
+def _pairs(t: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(SFT run, GRPO run) pairs of plain runs on the same training task."""
+    p = _plain(t)
+    return [(s.run, g.run) for s in p[p["method"] == "sft"].itertuples()
+            for g in p[p["method"] == "grpo"].itertuples() if s.task == g.task]
+
+
+TINY = 1e-9  # a relative change below this is "did not move" (float32 noise is ~1e-7 relative per entry)
+
+
 def _modules(t: dict[str, pd.DataFrame]) -> list[Finding]:
     rank = t.get("module_ranking")
     if rank is None:
@@ -59,11 +77,15 @@ def _modules(t: dict[str, pd.DataFrame]) -> list[Finding]:
     for run, g in rank.groupby("run", sort=False):
         g = g.sort_values("rank")
         top = g.iloc[0]
+        if top["mean_rel_change"] < TINY:
+            out.append(Finding("weights", f"{top['label']}: no module moved measurably (largest layer-mean relative "
+                                          f"change {_g(top['mean_rel_change'])})."))
+            continue
         order = ", ".join(f"{m} {v:.2g}" for m, v in zip(g["module"], g["mean_rel_change"]))
         top2_qk[run] = set(g["module"].iloc[:2]) == {"q", "k"}
         out.append(Finding("weights", f"{top['label']}: {top['module']} moved most (final relative change, layer "
                                       f"mean: {order})."))
-    plain = [r for r in top2_qk if r in set(rank.loc[rank["kind"].isin(["sft", "grpo"]), "run"])]
+    plain = [r for r in top2_qk if r in set(_plain(t)["run"])] if "runs" in t else list(top2_qk)
     if plain:
         n = sum(top2_qk[r] for r in plain)
         verdict = "supported" if n == len(plain) else ("not supported" if n == 0 else "inconclusive")
@@ -76,21 +98,33 @@ def _update_ratio(t: dict[str, pd.DataFrame]) -> list[Finding]:
     size = t.get("update_size")
     if size is None:
         return []
-    grpo = size[size["kind"] == "grpo"]
-    sft = size[size["kind"] == "sft"]
-    if grpo.empty or sft.empty:
+    by_run = size.set_index("run")
+    pairs = _pairs(t) if "runs" in t else [(s, g) for s in size.loc[size["kind"] == "sft", "run"]
+                                           for g in size.loc[size["kind"] == "grpo", "run"]]
+    pairs = [(s, g) for s, g in pairs if s in by_run.index and g in by_run.index]
+    if not pairs:
         return []
-    g = grpo.iloc[0]
     out = []
     ratios = []
-    for _, s in sft.iterrows():
-        r = s["mean_rel_change"] / g["mean_rel_change"] if g["mean_rel_change"] > 0 else math.inf
+    for sr, gr in pairs:
+        s, g = by_run.loc[sr], by_run.loc[gr]
+        if g["mean_rel_change"] < TINY:
+            ratios.append(math.inf if s["mean_rel_change"] >= TINY else math.nan)
+            out.append(Finding("weights", f"{g['label']} did not move the weights measurably (layer-mean relative "
+                                          f"change {_g(g['mean_rel_change'])}), so the SFT/GRPO ratio is undefined; "
+                                          f"{s['label']} moved them by {_g(s['mean_rel_change'])}."))
+            continue
+        r = s["mean_rel_change"] / g["mean_rel_change"]
         ratios.append(r)
         out.append(Finding("weights", f"{s['label']} changed the weights {r:.1f}x as much as {g['label']} "
                                       f"(layer-mean relative change {_g(s['mean_rel_change'])} vs {_g(g['mean_rel_change'])})."))
+    ratios = [r for r in ratios if not math.isnan(r)]
+    if not ratios:
+        return out
     bigger = sum(r > 1 for r in ratios)
     verdict = "supported" if bigger == len(ratios) else ("not supported" if bigger == 0 else "inconclusive")
-    out.append(Finding("weights", f"SFT's update is larger than GRPO's in {bigger} of {len(ratios)} SFT runs.",
+    out.append(Finding("weights", f"SFT's update is larger than GRPO's in {bigger} of {len(ratios)} SFT-GRPO pairs "
+                                  "(same task, both from the base model).",
                        "SFT moves the weights far more than GRPO (4-50x in Rajani et al.)", verdict))
     return out
 
@@ -121,11 +155,13 @@ def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
     if m.empty:
         return []
     text = "; ".join(f"{r.run} {_g(r.kl)} [{_g(r.kl_ci_low)}, {_g(r.kl_ci_high)}]" for r in m.itertuples())
-    out = [Finding("distribution", f"Final per-token KL(base || model): {text}.")]
-    sft, grpo = m[m["kind"] == "sft"], m[m["kind"] == "grpo"]
-    if len(sft) and len(grpo):
-        below = sum(bool(g.kl_ci_high < s.kl_ci_low) for g in grpo.itertuples() for s in sft.itertuples())
-        pairs = len(sft) * len(grpo)
+    out_text = text
+    out = [Finding("distribution", f"Final per-token KL(base || model): {out_text}.")]
+    m = m.set_index("run")
+    pairs = [(s, g) for s, g in _pairs(t) if s in m.index and g in m.index]
+    if pairs:
+        below = sum(bool(m.loc[g, "kl_ci_high"] < m.loc[s, "kl_ci_low"]) for s, g in pairs)
+        pairs = len(pairs)
         verdict = "supported" if below == pairs else ("not supported" if below == 0 else "inconclusive")
         out.append(Finding("distribution", f"GRPO's final KL is below SFT's, intervals apart, in {below} of "
                                            f"{pairs} SFT-GRPO pairs.",
@@ -194,7 +230,12 @@ def _spectra(t: dict[str, pd.DataFrame]) -> list[Finding]:
         bulk = [b for b in ("10-50%", "50-90%") if b in ang.index]
         text = (f"{name}: singular values moved {sig:.3g} on average (|Δσ/σ|); matched singular vectors turned "
                 + ", ".join(f"{b} {ang[b]:.1f}°" for b in ang.index) + ".")
-        if edges and bulk:
+        if float(ang.max()) < 1e-3 and sig < TINY:
+            out.append(Finding("spectra", f"{name}: neither singular values nor directions changed measurably "
+                                          f"(|Δσ/σ| {sig:.2g}, largest angle {float(ang.max()):.2g}°).",
+                               "Directions move most at the top and bottom of the spectrum, the bulk stays (Jin et al.)",
+                               "inconclusive"))
+        elif edges and bulk:
             e, b = float(ang[edges].mean()), float(ang[bulk].mean())
             verdict = "supported" if e > b else "not supported"
             out.append(Finding("spectra", text + f" Edges {e:.1f}° vs bulk {b:.1f}°.",

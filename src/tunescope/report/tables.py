@@ -49,6 +49,10 @@ def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     t: dict[str, pd.DataFrame] = {}
     t["stages"] = pd.DataFrame([{"stage": n, "kind": r["kind"], "wall_s": r.get("wall_s"), "key": r.get("key")}
                                 for n, r in manifest["stages"].items()])
+    t["runs"] = pd.DataFrame([{"run": r, "label": v["label"], "method": v["method"], "task": v["task"],
+                               "init": v["init"], "ood_suites": " ".join(ood_suites(manifest, r)),
+                               "freeze": " ".join(v.get("freeze") or []), "train_only": " ".join(v.get("train_only") or []),
+                               "seeds": " ".join(map(str, v["seeds"]))} for r, v in manifest["runs"].items()])
     t["compute"] = _compute(manifest)
     scores, dist = _evaluations(manifest)
     t["scores"], t["distribution"] = scores, dist
@@ -103,6 +107,7 @@ def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
             dists.append(x.assign(**ident))
     scores_df = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame()
     dist_df = pd.concat(dists, ignore_index=True) if dists else pd.DataFrame()
+    scores_df, dist_df = _with_step0(manifest, scores_df), _with_step0(manifest, dist_df)
     for df in (scores_df, dist_df):
         if not df.empty:
             df["fraction"] = df["fraction"].astype(float).fillna(1.0)
@@ -111,6 +116,24 @@ def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
         scores_df = scores_df[["run", "label", "kind", "seed", "model", "step", "fraction", "suite", "metric",
                                "value", "ci_low", "ci_high", "n"]]
     return scores_df, dist_df
+
+
+def _with_step0(manifest: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
+    """Add each run's step 0 (its init model, not evaluated twice) from the evaluation of that model."""
+    if df.empty:
+        return df
+    extra = []
+    for name, rec in _stages(manifest, "train").items():
+        run, seed = _run_seed(name)
+        res = rec["result"]
+        init_path = res.get("init")
+        src = df[df["path"].astype(str) == str(init_path)] if "path" in df else df.iloc[0:0]
+        if src.empty or ((df["run"] == run) & (df["seed"] == seed) & (df["step"] == 0)).any():
+            continue
+        src = src[src["seed"] == src["seed"].iloc[0]] if src["seed"].notna().any() else src
+        extra.append(src.assign(run=run, label=_label(manifest, run), kind=_method(manifest, run), seed=seed,
+                                step=0, fraction=0.0, model=f"{name} (init {res.get('init_name')})"))
+    return pd.concat([*extra, df], ignore_index=True) if extra else df
 
 
 def accuracy(scores: pd.DataFrame) -> pd.DataFrame:
@@ -142,6 +165,20 @@ def _final(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
+def ood_suites(manifest: dict[str, Any], run: str) -> list[str]:
+    """The run's ood_suite, else that of the run it starts from, else every evaluated suite but its task."""
+    spec = manifest["runs"][run]
+    while True:
+        if spec.get("ood_suite"):
+            return [spec["ood_suite"]]
+        parent = spec["init"].split(":")[0]
+        if parent not in manifest["runs"]:
+            break
+        spec = manifest["runs"][parent]
+    task = manifest["runs"][run]["task"]
+    return [s for s in manifest["config"]["evaluation"]["suites"] if s != task]
+
+
 def _tradeoff(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
     """Per checkpoint: accuracy on the run's training suite (ID) vs the mean over the other suites (OOD)."""
     a = accuracy(scores)
@@ -151,14 +188,14 @@ def _tradeoff(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
         if r.empty:
             continue
         task = spec["task"]
-        ood_suites = [spec["ood_suite"]] if spec.get("ood_suite") else [s for s in r["suite"].unique() if s != task]
+        ood = ood_suites(manifest, run)
         for (seed, step, frac), g in r.groupby(["seed", "step", "fraction"]):
             idv = g.loc[g["suite"] == task, "value"]
-            ood = g.loc[g["suite"].isin(ood_suites), "value"]
+            oodv = g.loc[g["suite"].isin(ood), "value"]
             rows.append({"run": run, "label": spec["label"], "method": spec["method"], "seed": seed, "step": step,
-                         "fraction": frac, "id_suite": task, "ood_suites": " ".join(ood_suites),
+                         "fraction": frac, "id_suite": task, "ood_suites": " ".join(ood),
                          "id": float(idv.mean()) if len(idv) else np.nan,
-                         "ood": float(ood.mean()) if len(ood) else np.nan})
+                         "ood": float(oodv.mean()) if len(oodv) else np.nan})
     return pd.DataFrame(rows)
 
 

@@ -145,8 +145,11 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             per_step = 1.0 if spec.method == "sft" else 4.0
             stages.append(Stage(f"train/{name}", "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
                                 estimate_s=steps * per_step, resumable=True))
+            # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
+            # the report takes its scores from there
             stages.append(_eval_stage(f"evaluate/{name}", eval_cfg, f"train/{name}",
-                                      lambda ins, n=name: list_checkpoints(ins[f"train/{n}"]["result"]["run"]),
+                                      lambda ins, n=name: [c for c in list_checkpoints(ins[f"train/{n}"]["result"]["run"])
+                                                           if c.step != 0],
                                       estimate_s=len(suites) * 10.0))
             if cfg.analyses.diff:
                 stages.append(Stage(f"diff/{name}", "diff", {}, _diff_fn(name), inputs=["base", f"train/{name}"],
@@ -271,7 +274,7 @@ def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) ->
 
 def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], dict[str, Any]]:
     def fn(ctx: Context) -> dict[str, Any]:
-        from tunescope.intervene import restore
+        from tunescope.intervene.restore import restore
 
         iv = cfg.interventions[name]
         r, t = resolve_ref(cfg, iv.reference, ctx.inputs), resolve_ref(cfg, iv.target, ctx.inputs)

@@ -111,21 +111,24 @@ class StageRunner:
     def run(self, stages: list[Stage]) -> dict[str, dict[str, Any]]:
         plan = self.plan(stages)
         self.dir.mkdir(parents=True, exist_ok=True)
-        ratio_num = ratio_den = 0.0  # actual vs estimated seconds of stages run now
+        wanted = {self._dirs(st, key)[1].name for st, key, _ in plan}
+        for stale in self.dir.glob(".partial-*"):  # left by a killed run whose config has changed since
+            if stale.name not in wanted:
+                shutil.rmtree(stale, ignore_errors=True)
+        spent: dict[str, list[float]] = {}  # kind -> [actual seconds, estimated seconds] of stages run now
         t_study = time.perf_counter()
         for i, (st, key, _) in enumerate(plan):
             final, partial = self._dirs(st, key)
             rec = self._finished(st, final)
             todo = [s for s, k, _ in plan[i:] if self._finished(s, self._dirs(s, k)[0]) is None]
-            scale = ratio_num / ratio_den if ratio_den else 1.0
-            left = sum(s.estimate_s for s in todo) * scale
+            left = sum(s.estimate_s * _scale(spent, s.kind) for s in todo)
             self._line(i, len(plan), st.name, "cached" if rec else f"running, ~{_fmt(left)} left")
             if rec is None:
                 t0 = time.perf_counter()
                 rec = self._execute(st, key, final, partial)
-                wall = time.perf_counter() - t0
-                ratio_num += wall
-                ratio_den += st.estimate_s
+                acc = spent.setdefault(st.kind, [0.0, 0.0])
+                acc[0] += time.perf_counter() - t0
+                acc[1] += st.estimate_s
             self.records[st.name] = rec
         elapsed = time.perf_counter() - t_study
         print(f"{'':8}all {len(plan)} stages done in {_fmt(elapsed)}", file=self.stream, flush=True)
@@ -168,6 +171,14 @@ class StageRunner:
         _fsync_dir(final.parent)
         rec["dir"] = str(final)
         return rec
+
+
+def _scale(spent: dict[str, list[float]], kind: str) -> float:
+    """How much slower than estimated stages of `kind` ran (other kinds' median when none ran yet)."""
+    if kind in spent and spent[kind][1] > 0:
+        return spent[kind][0] / spent[kind][1]
+    others = sorted(a / e for k, (a, e) in spent.items() if e > 0 and k != "base")
+    return others[len(others) // 2] if others else 1.0
 
 
 def _moved(obj: Any, old: str, new: str) -> Any:

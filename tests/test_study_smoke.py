@@ -1,0 +1,91 @@
+"""The smoke study end to end: `tunescope run --preset smoke`, its artifacts, the cache, the report.
+
+One session-scoped run (the smoke organism comes from the shared cache); the checks read its files
+and recompute numbers independently (numpy float64 from the safetensors, the recovery formula).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tunescope.cli import main
+
+
+def _stage_dirs(out: Path) -> dict[str, Path]:
+    manifest = json.loads((out / "study.json").read_text())
+    return {n: Path(r["dir"]) for n, r in manifest["stages"].items()}
+
+
+def test_every_stage_ran_and_rerun_does_no_work(smoke_study, capsys):
+    dirs = _stage_dirs(smoke_study)
+    kinds = {n.split("/")[0] for n in dirs}
+    assert {"base", "train", "evaluate", "diff", "spectrum", "intervene", "report"} <= kinds
+    assert not list((smoke_study / "stages").glob(".partial-*"))
+    mtimes = {n: (d / "stage.json").stat().st_mtime_ns for n, d in dirs.items()}
+    capsys.readouterr()
+    assert main(["run", "--preset", "smoke", "--out", str(smoke_study)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("cached") == len(dirs) and "running" not in err
+    assert {n: (d / "stage.json").stat().st_mtime_ns for n, d in _stage_dirs(smoke_study).items()} == mtimes
+
+
+def test_changed_config_reruns_only_what_it_affects(smoke_study, capsys):
+    assert main(["run", "--preset", "smoke", "--out", str(smoke_study), "--check",
+                 "interventions.restore_top20.k=0.3"]) == 0
+    plan = capsys.readouterr().out
+    to_run = sorted(ln.split()[0] for ln in plan.splitlines() if ln.endswith("to run"))
+    assert to_run == ["evaluate/restore_top20", "intervene/restore_top20", "report"]
+
+
+def test_weight_change_table_matches_numpy(smoke_study):
+    from safetensors.numpy import load_file
+
+    dirs = _stage_dirs(smoke_study)
+    heat = pd.read_csv(smoke_study / "tables" / "weight_change_final.csv")
+    base_dir = Path(json.loads((dirs["base"] / "stage.json").read_text())["result"]["model"])
+    run = json.loads((dirs["train/sft/s0"] / "stage.json").read_text())["result"]["run"]
+    last = sorted((Path(run) / "checkpoints").glob("step-*"))[-1]
+    base_w = load_file(str(next(base_dir.glob("*.safetensors"))))
+    last_w = load_file(str(next(last.glob("*.safetensors"))))
+    name = next(n for n in base_w if "layers.0." in n and "q_proj.weight" in n)
+    b, c = base_w[name].astype(np.float64), last_w[name].astype(np.float64)
+    expected = np.linalg.norm(c - b) / np.linalg.norm(b)
+    row = heat[(heat["run"] == "sft") & (heat["layer"] == 0) & (heat["module"] == "q")]
+    assert len(row) == 1 and math.isclose(float(row["rel_change"].iloc[0]), expected, rel_tol=1e-4)
+    assert expected > 0
+
+
+def test_report_tables_agree_with_evaluations(smoke_study):
+    tables = smoke_study / "tables"
+    for name in ("scores", "final", "compute", "stages", "findings", "module_ranking", "spectrum_sigma",
+                 "recovery", "ood_curve", "freezing", "distribution"):
+        assert (tables / f"{name}.csv").is_file(), name
+    dirs = _stage_dirs(smoke_study)
+    raw = pd.read_csv(dirs["evaluate/grpo/s0"] / "scores.csv")
+    raw = raw[(raw["metric"] == "accuracy") & (raw["step"] == raw["step"].max())]
+    final = pd.read_csv(tables / "final.csv")
+    for _, r in raw.iterrows():
+        got = final[(final["run"] == "grpo") & (final["suite"] == r["suite"])]["value"]
+        assert math.isclose(float(got.iloc[0]), float(r["value"]))
+    rec = pd.read_csv(tables / "recovery.csv")
+    for _, r in rec.iterrows():  # recovery = (after - target) / (reference - target)
+        den = r["ood_reference"] - r["ood_target"]
+        expected = (r["ood_after"] - r["ood_target"]) / den if den != 0 else float("nan")
+        assert (math.isnan(expected) and math.isnan(r["recovery"])) or math.isclose(r["recovery"], expected)
+    compute = pd.read_csv(tables / "compute.csv")
+    grpo = compute[compute["method"] == "grpo"]
+    assert (grpo["tokens_generated"] > 0).all() and (compute["steps"] > 0).all()
+
+
+def test_report_is_self_contained(smoke_study):
+    page = (smoke_study / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert page.count('src="data:image/png;base64,') >= 6
+    for section in ("Findings", "Accuracy against training progress", "Compute spent", "Distribution shift",
+                    "Where the weights moved", "Spectra", "Freezing", "Out-of-distribution peak", "Wall time"):
+        assert section in page, section
