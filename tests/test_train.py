@@ -22,6 +22,14 @@ BUDGET = ["max_steps=4", "prompts_per_step=4", "micro_batch_size=2", "checkpoint
           "grpo.rewards=[tags]", "grpo.reward_weights=[1.0]", "grpo.beta=0.04"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """A fixed thread count: bit-exact comparisons must not depend on the machine's load."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNESCOPE_THREADS", "1")
+        yield
+
+
 def budget(*extra: str):
     return load_budget("smoke", [*BUDGET, *extra])
 

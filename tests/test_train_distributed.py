@@ -36,7 +36,7 @@ def test_two_process_cpu_data_parallel(smoke_organism, tmp_path):
     cmd = [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
            "--main_process_port", str(_free_port()), "-m", "tunescope.cli", "train", "sft",
            "--model", str(smoke_organism), "--out", str(run), "--config", "smoke", *OVERRIDES]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNESCOPE_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

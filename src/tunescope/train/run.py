@@ -241,8 +241,17 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StepProgress())
+    import torch
+
+    threads_before = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(_cpu_threads())
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(state) if state is not None else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(state) if state is not None else None)
+    finally:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
 
     # every process must end with the same weights (data parallel keeps replicas in sync)
@@ -253,6 +262,7 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
         meta = json.loads((run / "run.json").read_text())
         done = trainer.state.global_step >= cfg.max_steps
         meta.update({"status": "done" if done else f"stopped at step {trainer.state.global_step}", "totals": {**_totals(run), "last_session_wall_seconds": round(wall, 3)},
+                     "torch_threads": threads,
                      "replicas": {"world_size": len(digests), "weights_sha256": digests,
                                   "identical": len(set(digests)) == 1}})
         write_json(run / "run.json", meta)
@@ -260,6 +270,21 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     if len(set(digests)) != 1:
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
     return run
+
+
+def _cpu_threads() -> int:
+    """CPU intra-op threads: TUNESCOPE_THREADS, else all cores unless the machine is busy (then 1).
+
+    Generation is many tiny matmuls; on a shared CPU, spinning OpenMP threads of several processes
+    slow each other badly (measured here: sampling 64 x 96 tokens from the smoke organism took 36 s
+    with 2 threads and 1.4 s with 1 at load ~13 on 2 cores). The count changes float summation order,
+    so it is recorded in run.json; set TUNESCOPE_THREADS when bit-exact resumes matter.
+    """
+    try:
+        from tunescope.organism.pretrain import cpu_threads
+    except ImportError:
+        return max(1, int(os.environ.get("TUNESCOPE_THREADS", "0")) or os.cpu_count() or 1)
+    return cpu_threads()
 
 
 def _check_vllm() -> None:
