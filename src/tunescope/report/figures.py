@@ -150,7 +150,7 @@ def trajectories(traj: pd.DataFrame) -> str | None:
     for ax, mod in zip(axes, mods):
         for run in runs:
             g = traj[(traj["run"] == run) & (traj["module"] == mod)].groupby("fraction")["mean_rel_change"].mean()
-            g = g[g.index > 0]
+            g = g[(g.index > 0) & (g > 0)]  # log axes: step 0 and exact zeros (e.g. a warm-up step) left out
             if g.empty:
                 continue
             kind = traj.loc[traj["run"] == run, "kind"].iloc[0]

@@ -66,6 +66,7 @@ def _pairs(t: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
 
 
 TINY = 1e-9  # a relative change below this is "did not move" (float32 noise is ~1e-7 relative per entry)
+ANGLE_RESOLUTION = 0.05  # degrees: arccos of a float32 cosine cannot resolve smaller angles (~0.03°)
 
 
 def _modules(t: dict[str, pd.DataFrame]) -> list[Finding]:
@@ -230,7 +231,7 @@ def _spectra(t: dict[str, pd.DataFrame]) -> list[Finding]:
         bulk = [b for b in ("10-50%", "50-90%") if b in ang.index]
         text = (f"{name}: singular values moved {sig:.3g} on average (|Δσ/σ|); matched singular vectors turned "
                 + ", ".join(f"{b} {ang[b]:.1f}°" for b in ang.index) + ".")
-        if float(ang.max()) < 1e-3 and sig < TINY:
+        if float(ang.max()) < ANGLE_RESOLUTION and sig < 1e-6:
             out.append(Finding("spectra", f"{name}: neither singular values nor directions changed measurably "
                                           f"(|Δσ/σ| {sig:.2g}, largest angle {float(ang.max()):.2g}°).",
                                "Directions move most at the top and bottom of the spectrum, the bulk stays (Jin et al.)",
