@@ -69,6 +69,9 @@ def run(out: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.synthetic import PRESETS, make_llama_pair
 
+    # One thread: on shared cores multithreaded LAPACK spin-waits for busy neighbours (a 512 x 192
+    # SVD measured 37x slower with 2 threads than with 1 at load average 9). BENCH_THREADS overrides.
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     result: dict = {"torch_threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0]}
     work = Path(out) / "intervene"
     work.mkdir(parents=True, exist_ok=True)

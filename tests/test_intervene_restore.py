@@ -243,8 +243,13 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):
 def test_cli_writes_a_model(pair, tmp_path, capsys):
     ref, target = pair
     out = tmp_path / "cli"
-    assert main(["restore", str(ref), str(target), "--out", str(out), "--method", "direction", "--k", "0.2",
-                 "--layers", "0-50%"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["restore", str(ref), str(target), "--out", str(out), "--method", "direction", "--k", "0.2",
+                     "--layers", "0-50%", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert "14 tensors edited" in capsys.readouterr().out
     info = json.loads((out / "tunescope.json").read_text())["intervention"]
     assert info["edited_tensors"] == 14 and info["layer_range"] == [0, 1]  # 7 matrices x 2 layers

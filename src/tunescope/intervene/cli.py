@@ -39,12 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--include-embeddings", action="store_true",
                    help="also edit tensors outside the blocks: embeddings, LM head, final norm")
     p.add_argument("--float64", action="store_true", help="SVD and arithmetic in float64 (default float32)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the SVDs (default: torch's); 1 is often fastest on shared cores")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tunescope.checkpoints import read_sidecar
+    from tunescope.errors import UserError
     from tunescope.intervene.restore import restore
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: give a positive number of threads")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     out = restore(args.ref, args.target, args.out, args.method, k=args.k, tail=args.tail, layers=args.layers,
                   alpha=args.alpha, select=args.select, include_embeddings=args.include_embeddings,
