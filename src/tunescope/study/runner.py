@@ -20,10 +20,11 @@ wall time; the report reads it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -245,10 +246,29 @@ def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
         refs = models(ctx.inputs)
         ecfg = eval_config(eval_cfg["settings"])
         reference = Path(ctx.inputs["base"]["result"]["model"]) if eval_cfg["kl"] else None
-        evaluate(refs, eval_cfg["suites"], ctx.out, ecfg, reference=reference)
-        return {"models": [str(r.path) for r in refs]}
+        with _cpu_threads() as threads:
+            evaluate(refs, eval_cfg["suites"], ctx.out, ecfg, reference=reference)
+        return {"models": [str(r.path) for r in refs], "torch_threads": threads}
     # resumable: evaluate() keeps finished checkpoints in its output directory and skips them
     return Stage(name, "evaluate", eval_cfg, fn, inputs=inputs, estimate_s=estimate_s, resumable=True)
+
+
+@contextlib.contextmanager
+def _cpu_threads() -> Iterator[int]:
+    """Torch intra-op threads for a stage: one on a busy shared CPU (see organism.pretrain.cpu_threads)."""
+    import torch
+
+    try:
+        from tunescope.organism.pretrain import cpu_threads
+    except ImportError:
+        yield torch.get_num_threads()
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads())
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _diff_fn(name: str) -> Callable[[Context], dict[str, Any]]:
@@ -257,7 +277,8 @@ def _diff_fn(name: str) -> Callable[[Context], dict[str, Any]]:
 
         base = Path(ctx.inputs["base"]["result"]["model"])
         ckpts = list_checkpoints(ctx.inputs[f"train/{name}"]["result"]["run"])
-        diff(base, ckpts, ctx.out / "diff.csv")
+        with _cpu_threads():
+            diff(base, ckpts, ctx.out / "diff.csv")
         return {"table": str(ctx.out / "diff.csv")}
     return fn
 
@@ -267,7 +288,8 @@ def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) ->
         from tunescope.analyse.spectrum import spectrum
 
         r, t = resolve_ref(cfg, ref, ctx.inputs), resolve_ref(cfg, target, ctx.inputs)
-        spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=ranks)
+        with _cpu_threads():
+            spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=ranks)
         return {"reference": str(r.path), "target": str(t.path), "reference_step": r.step, "target_step": t.step}
     return fn
 
@@ -278,8 +300,9 @@ def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], dict[str, 
 
         iv = cfg.interventions[name]
         r, t = resolve_ref(cfg, iv.reference, ctx.inputs), resolve_ref(cfg, iv.target, ctx.inputs)
-        model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
-                        alpha=iv.alpha)
+        with _cpu_threads():
+            model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
+                            alpha=iv.alpha)
         return {"model": str(model), "reference": str(r.path), "target": str(t.path),
                 "reference_step": r.step, "target_step": t.step, "suite": recovery_suite(cfg, name)}
     return fn
