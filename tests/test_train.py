@@ -230,3 +230,14 @@ def test_grpo_resume_reproduces_sampling_and_weights(grpo_run, sft_run, tmp_path
     assert [ln["tokens_generated"] for ln in a] == [ln["tokens_generated"] for ln in b]
     wa, wb = tensors(list_checkpoints(grpo_run)[-1].path), tensors(list_checkpoints(run)[-1].path)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sft_on_a_jsonl_dataset(smoke_organism, tmp_path):
+    rows = [{"id": f"r{i}", "prompt": f"What is {i} + 2?", "solution": f"{i} + 2 = {i + 2}.", "answer": str(i + 2)}
+            for i in range(6)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = train("sft", smoke_organism, tmp_path / "run", budget("task=null", f"dataset={data}", "max_steps=1"))
+    (line,) = log(run)
+    assert len(line["items"]) == 4 and set(line["items"]) <= {r["id"] for r in rows}
+    assert json.loads((run / "run.json").read_text())["data"]["pool"] == 6

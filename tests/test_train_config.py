@@ -88,6 +88,15 @@ def test_jsonl_dataset_row_missing_a_field_names_row_and_field(tmp_path):
         file_task(f)
     with pytest.raises(UserError, match="does not exist"):
         file_task(tmp_path / "missing.jsonl")
+    # real datasets name their columns differently: map them
+    f.write_text(json.dumps({"problem": "1+1?", "solution": "1 + 1 = 2.", "answer": "2"}) + "\n"
+                 + json.dumps({"problem": "2+2?", "solution": "2 + 2 = 4."}) + "\n")
+    with pytest.raises(UserError, match="row 1 has no 'answer'"):
+        file_task(f, {"prompt": "problem"})
+    f.write_text(json.dumps({"problem": "1+1?", "solution": "1 + 1 = 2.", "answer": "2"}) + "\n")
+    assert file_task(f, {"prompt": "problem"}).items("train", 5)[0].prompt == "1+1?"
+    with pytest.raises(UserError, match="row 0 has no 'prompt'"):
+        file_task(f)
 
 
 def test_hf_dataset_dir_and_file_task_scoring(tmp_path):

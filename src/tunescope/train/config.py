@@ -51,7 +51,8 @@ class BudgetConfig:
     # data: exactly one of `task` (a tunescope.world task name) or `dataset` (JSONL file or HF dataset dir)
     task: str | None = "maths"
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {shaped: true} for game24
-    dataset: str | None = None  # rows with prompt, solution, answer
+    dataset: str | None = None  # JSONL, saved HF dataset dir or hub id; rows with prompt, solution, answer
+    dataset_columns: dict[str, str] = field(default_factory=dict)  # e.g. {prompt: problem} for OpenR1-Math
     n_train_items: int = 1024  # distinct training problems; the stream cycles through them in epochs
     # optimisation
     lr: float = 1e-5

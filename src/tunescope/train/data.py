@@ -53,6 +53,14 @@ class FileTask:
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file or a Hugging Face dataset directory (saved with `save_to_disk`)."""
     path = Path(path)
+    if not path.exists() and len(str(path).split("/")) == 2 and not str(path).endswith(".jsonl"):
+        import datasets  # a hub id such as open-r1/OpenR1-Math-220k (needs network or the HF cache)
+
+        try:
+            return [dict(r) for r in datasets.load_dataset(str(path), split="train")]
+        except Exception as e:  # noqa: BLE001 - any hub/cache failure is the user's to fix
+            raise UserError(f"cannot load dataset {path} ({type(e).__name__}); pass a JSONL file, a saved "
+                            f"dataset directory or a reachable hub id") from None
     if path.is_dir():
         import datasets
 
@@ -82,15 +90,23 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def file_task(path: str | Path) -> FileTask:
-    """A FileTask from a dataset file; a row missing a field is an error naming row and field."""
+def file_task(path: str | Path, columns: dict[str, str] | None = None) -> FileTask:
+    """A FileTask from a dataset file; a row missing a field is an error naming row and field.
+
+    `columns` maps our fields to the dataset's column names, e.g. {"prompt": "problem"}.
+    """
+    columns = columns or {}
+    bad = sorted(set(columns) - set(FIELDS) - {"id"})
+    if bad:
+        raise UserError(f"dataset_columns: unknown field {bad[0]!r}; map {', '.join(FIELDS)} or id")
     items = []
-    for i, row in enumerate(read_rows(path)):
+    for i, raw in enumerate(read_rows(path)):
+        row = {f: raw.get(columns.get(f, f)) for f in (*FIELDS, "id")}
         for f in FIELDS:
-            if not isinstance(row.get(f), str) or not row[f].strip():
-                raise UserError(f"dataset {path}: row {i} has no '{f}' (need non-empty text in "
-                                f"{', '.join(FIELDS)})")
-        items.append(Item(id=str(row.get("id", f"row-{i}")), prompt=row["prompt"], solution=row["solution"],
+            if not isinstance(row[f], str) or not row[f].strip():
+                raise UserError(f"dataset {path}: row {i} has no '{columns.get(f, f)}' (need non-empty text "
+                                f"in {', '.join(columns.get(g, g) for g in FIELDS)})")
+        items.append(Item(id=str(row["id"] if row["id"] is not None else f"row-{i}"), prompt=row["prompt"], solution=row["solution"],
                           answer=row["answer"]))
     if not items:
         raise UserError(f"dataset {path} has no rows")
@@ -99,11 +115,11 @@ def file_task(path: str | Path) -> FileTask:
     return FileTask(name=f"file:{Path(path).name}", rows=items)
 
 
-def load_pool(task: str | None, dataset: str | None, n: int,
-              task_options: dict[str, Any] | None = None) -> tuple[Any, list[Item]]:
+def load_pool(task: str | None, dataset: str | None, n: int, task_options: dict[str, Any] | None = None,
+              columns: dict[str, str] | None = None) -> tuple[Any, list[Item]]:
     """(task object, first `n` training items) for a task name or a dataset path."""
     if dataset is not None:
-        t = file_task(dataset)
+        t = file_task(dataset, columns)
     else:
         from tunescope.world import get_task
 
