@@ -81,7 +81,7 @@ def export_checkpoint(state_dir: Path, out: Path, sidecar: dict[str, Any]) -> bo
     return True
 
 
-def _gather(obj: Any) -> list[Any]:
+def gather_object(obj: Any) -> list[Any]:
     """`obj` from every process (a one-element list when not distributed)."""
     import torch.distributed as dist
 
@@ -116,7 +116,7 @@ class RunCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         seconds = time.perf_counter() - self._t0
-        per_rank = _gather(self.recorder.take(self.sequences_per_step))
+        per_rank = gather_object(self.recorder.take(self.sequences_per_step))
         items = [i for r in per_rank for i in r["items"]]
         if self.method == "grpo":  # a prompt's group of completions is adjacent: keep one id per prompt
             items = [i for k, i in enumerate(items) if k == 0 or items[k - 1] != i]

@@ -29,7 +29,13 @@ from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.fsutil import atomic_dir, check_writable_parent
 from tunescope.provenance import provenance, write_json
-from tunescope.train.callbacks import RunCallback, StepRecorder, export_checkpoint
+from tunescope.train.callbacks import (
+    RunCallback,
+    StepProgress,
+    StepRecorder,
+    export_checkpoint,
+    gather_object,
+)
 from tunescope.train.config import BudgetConfig
 from tunescope.train.data import filter_by_length, load_pool, prompt_stream
 from tunescope.train.freeze import apply_freeze
@@ -238,10 +244,9 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     from transformers.trainer_callback import ProgressCallback
 
-    from tunescope.train.callbacks import StepProgress
-
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StepProgress())
+
     import torch
 
     threads_before = torch.get_num_threads()
@@ -255,20 +260,24 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
         torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
 
-    # every process must end with the same weights (data parallel keeps replicas in sync)
-    from tunescope.train.callbacks import _gather
-
-    digests = _gather(weights_digest(trainer.model))
+    # ---------------------------------------------------------------- finish
+    # every process must end with the same weights (data parallel keeps replicas in sync);
+    # sharded engines (ZeRO-3, FSDP) hold different shards by design, so they are not compared
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    digests = [] if sharded else gather_object(weights_digest(trainer.model))
     if main:
         meta = json.loads((run / "run.json").read_text())
-        done = trainer.state.global_step >= cfg.max_steps
-        meta.update({"status": "done" if done else f"stopped at step {trainer.state.global_step}", "totals": {**_totals(run), "last_session_wall_seconds": round(wall, 3)},
-                     "torch_threads": threads,
-                     "replicas": {"world_size": len(digests), "weights_sha256": digests,
-                                  "identical": len(set(digests)) == 1}})
+        step = trainer.state.global_step
+        meta.update({
+            "status": "done" if step >= cfg.max_steps else f"stopped at step {step}",
+            "totals": {**_totals(run), "last_session_wall_seconds": round(wall, 3)},
+            "torch_threads": threads,
+            "replicas": {"world_size": world, "weights_sha256": digests,
+                         "identical": None if sharded else len(set(digests)) == 1},
+        })
         write_json(run / "run.json", meta)
     _barrier()
-    if len(set(digests)) != 1:
+    if len(set(digests)) > 1:
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
     return run
 
