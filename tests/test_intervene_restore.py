@@ -226,6 +226,7 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):
         ([str(ref), str(target), "--method", "direction", "--select", "embed"], "--include-embeddings"),
         ([str(ref), str(target), "--method", "direction", "--select", "q@7"], "matches no tensor"),
         ([str(ref), str(tmp_path / "nope"), "--method", "direction"], "no config.json"),
+        ([str(ref), str(target), "--method", "direction", "--device", "tpu"], "use cpu or cuda"),
     ]
     capsys.readouterr()  # drop save_pretrained's progress bars
     for i, (args, fragment) in enumerate(cases):
@@ -302,3 +303,14 @@ def test_edit_of_the_smoke_organism_loads_and_generates(smoke_organism, tmp_path
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(got[q], t[q])
     assert torch.equal(got["model.embed_tokens.weight"], t["model.embed_tokens.weight"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(pair, tmp_path):
+    ref, target = pair
+    cpu = _weights(restore(ref, target, tmp_path / "cpu", "full", k=0.3, tail=True, progress=False))
+    gpu = _weights(restore(ref, target, tmp_path / "gpu", "full", k=0.3, tail=True, device="cuda", progress=False))
+    for n in cpu:
+        assert gpu[n].device.type == "cpu"
+        assert torch.allclose(gpu[n], cpu[n], atol=1e-4 * cpu[n].abs().max().item()), n

@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--include-embeddings", action="store_true",
                    help="also edit tensors outside the blocks: embeddings, LM head, final norm")
     p.add_argument("--float64", action="store_true", help="SVD and arithmetic in float64 (default float32)")
+    p.add_argument("--device", default="cpu", help="where the SVDs run: cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the SVDs (default: torch's); 1 is often fastest on shared cores")
     p.set_defaults(func=_run)
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
 
     out = restore(args.ref, args.target, args.out, args.method, k=args.k, tail=args.tail, layers=args.layers,
                   alpha=args.alpha, select=args.select, include_embeddings=args.include_embeddings,
-                  precision="float64" if args.float64 else "float32")
+                  precision="float64" if args.float64 else "float32", device=args.device)
     info = read_sidecar(out)["intervention"]
     print(f"wrote {out} ({info['method']}: {info['edited_tensors']} tensors edited)")
     return 0

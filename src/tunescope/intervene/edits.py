@@ -57,7 +57,7 @@ def _splice(ref: torch.Tensor, target: torch.Tensor, k: float, tail: bool, value
         raise ValueError(f"need two 2-D tensors of one shape, got {tuple(ref.shape)} and {tuple(target.shape)}")
     u_r, s_r, v_r = svd(ref, dtype)
     u_t, s_t, v_t = svd(target, dtype)
-    mask = restored_positions(s_t.numel(), k, tail)  # (r,)
+    mask = restored_positions(s_t.numel(), k, tail).to(s_t.device)  # (r,)
     u = torch.where(mask, u_r, u_t)  # (m, r): column j from REF where mask[j]
     v = torch.where(mask, v_r, v_t)  # (n, r)
     s = torch.where(mask, s_r, s_t) if values_from_ref else s_t  # (r,)

@@ -26,7 +26,7 @@ import math
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ class RestoreOptions:
     select: list[str] | None = None  # selectors such as "q,k@0-3"; None: every block tensor
     include_embeddings: bool = False  # also edit embeddings, LM head and final norm
     precision: str = "float32"  # SVD / arithmetic dtype: float32 (default) or float64
+    device: str = "cpu"  # where the SVDs run: "cpu" or "cuda[:i]" (tensors stream through it one at a time)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -73,6 +74,11 @@ class RestoreOptions:
             raise UserError(f"alpha = {self.alpha} is outside [0, 1]; 0 gives TARGET, 1 gives REF")
         if self.precision not in ("float32", "float64"):
             raise UserError(f"precision {self.precision!r} is not float32 or float64")
+        if self.device != "cpu":
+            if not self.device.startswith("cuda"):
+                raise UserError(f"device {self.device!r}: use cpu or cuda")
+            if not torch.cuda.is_available():
+                raise UserError(f"device {self.device!r}: no CUDA GPU is visible; use --device cpu")
         if self.method == "reset" and not self.layers:
             raise UserError("method reset needs a layer range, e.g. --layers 0-25% or --layers 0-3")
         for text in self.select or []:
@@ -150,6 +156,8 @@ def edit_tensor(opts: RestoreOptions, ref: torch.Tensor, target: torch.Tensor) -
     dtype = torch.float64 if opts.precision == "float64" else torch.float32
     if opts.method == "reset":
         return ref.to(target.dtype)
+    if opts.device != "cpu":
+        return edit_tensor(replace(opts, device="cpu"), ref.to(opts.device), target.to(opts.device)).cpu()
     if opts.method == "interpolate":
         return edits.interpolate(ref, target, opts.alpha, dtype=dtype)
     if opts.method == "values":
@@ -200,7 +208,7 @@ def _copy_aux(src: Path, dst: Path) -> list[str]:
 
 def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *, k: float = 0.2,
             tail: bool = False, layers: str | None = None, alpha: float = 0.5, select: list[str] | None = None,
-            include_embeddings: bool = False, precision: str = "float32",
+            include_embeddings: bool = False, precision: str = "float32", device: str = "cpu",
             max_shard_bytes: int = 2 * 1024**3, progress: bool = True) -> Path:
     """Write TARGET with `method` applied against REF to the new model directory `out`; return `out`.
 
@@ -209,7 +217,7 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
     """
     opts = RestoreOptions(method=method, k=k, tail=tail, layers=layers, alpha=alpha,
                           select=list(select) if select else None, include_embeddings=include_embeddings,
-                          precision=precision)
+                          precision=precision, device=device)
     ref, target, out = Path(ref), Path(target), Path(out)
     if not (target / "config.json").is_file():
         raise UserError(f"TARGET {target} has no config.json; pass a Hugging Face model directory")
