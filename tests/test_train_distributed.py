@@ -26,20 +26,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_cpu_data_parallel(smoke_organism, tmp_path):
+def _launch(method: str, model: Path, run: Path, overrides: list[str]) -> None:
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(_free_port()), "-m", "tunescope.cli", "train", method,
+           "--model", str(model), "--out", str(run), "--config", "smoke", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNESCOPE_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_cpu_data_parallel_sft(smoke_organism, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from tunescope.train.run import weights_digest
 
     run = tmp_path / "dp"
-    accelerate = Path(sys.executable).parent / "accelerate"
-    cmd = [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
-           "--main_process_port", str(_free_port()), "-m", "tunescope.cli", "train", "sft",
-           "--model", str(smoke_organism), "--out", str(run), "--config", "smoke", *OVERRIDES]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNESCOPE_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
+    _launch("sft", smoke_organism, run, OVERRIDES)
     meta = json.loads((run / "run.json").read_text())
     assert meta["world_size"] == 2
     digests = meta["replicas"]["weights_sha256"]
@@ -54,3 +57,15 @@ def test_two_process_cpu_data_parallel(smoke_organism, tmp_path):
     a = dict(WeightFiles(final).iter())
     b = dict(WeightFiles(list_checkpoints(single)[-1].path).iter())
     assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+
+
+def test_two_process_cpu_data_parallel_grpo(smoke_organism, tmp_path):
+    """GRPO splits each step's prompt groups over the ranks; both replicas still end identical."""
+    run = tmp_path / "dp"
+    _launch("grpo", smoke_organism, run, [*OVERRIDES, "max_completion_length=24", "grpo.num_generations=2",
+                                          "grpo.temperature=1.0", "grpo.rewards=[tags]", "grpo.reward_weights=[1.0]"])
+    meta = json.loads((run / "run.json").read_text())
+    digests = meta["replicas"]["weights_sha256"]
+    assert meta["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
+    lines = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
+    assert [len(ln["items"]) for ln in lines] == [4, 4] and all(ln["tokens_generated"] > 0 for ln in lines)
