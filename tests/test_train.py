@@ -186,6 +186,8 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(sft_run, smoke_organ
     before = file_hashes(run)
     with pytest.raises(UserError, match="pass --resume"):
         train("sft", smoke_organism, run, budget())
+    with pytest.raises(UserError, match="resume it with --model"):
+        train("sft", list_checkpoints(sft_run)[-1].path, run, budget(), resume=True)
     with pytest.raises(UserError, match="these keys differ: lr"):
         train("sft", smoke_organism, run, budget("lr=1e-3"), resume=True)
     train("sft", smoke_organism, run, budget(), resume=True)

@@ -91,7 +91,7 @@ def _last_state(run: Path) -> Path | None:
     return max(states, key=lambda d: int(d.name.split("-")[1]), default=None)
 
 
-def _check_run_dir(run: Path, method: str, cfg: BudgetConfig, resume: bool) -> None:
+def _check_run_dir(run: Path, method: str, model: str, cfg: BudgetConfig, resume: bool) -> None:
     meta = run / "run.json"
     if not resume:
         if meta.exists():
@@ -104,6 +104,8 @@ def _check_run_dir(run: Path, method: str, cfg: BudgetConfig, resume: bool) -> N
     old = json.loads(meta.read_text())
     if old.get("method") != method:
         raise UserError(f"{run} is a {old.get('method')} run; resume it with `tunescope train {old.get('method')}`")
+    if old.get("base_model") != model:
+        raise UserError(f"{run} was started from {old.get('base_model')}; resume it with --model {old.get('base_model')}")
     if old.get("config") != to_dict(cfg):
         changed = sorted(k for k, v in to_dict(cfg).items() if old.get("config", {}).get(k) != v)
         raise UserError(f"--resume needs the config the run started with; these keys differ: {', '.join(changed)}")
@@ -182,7 +184,7 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
                         f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
     run = Path(out)
     check_writable_parent(run)
-    _check_run_dir(run, method, cfg, resume)
+    _check_run_dir(run, method, str(model), cfg, resume)
     if cfg.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
 
