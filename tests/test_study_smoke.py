@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,32 @@ def test_report_is_self_contained(smoke_study):
     for section in ("Findings", "Accuracy against training progress", "Compute spent", "Distribution shift",
                     "Where the weights moved", "Spectra", "Freezing", "Out-of-distribution peak", "Wall time"):
         assert section in page, section
+
+
+def test_sigkill_mid_study_then_rerun_gives_the_same_results(smoke_study, tmp_path):
+    """Kill the smoke study during GRPO training, rerun it: same stage keys, same scores as a clean run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tunescope.cli", "run", "--preset", "smoke", "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((out / "stages").glob(".partial-train.grpo.s0-*/run/checkpoints/step-000001")):
+        assert p.poll() is None and time.time() < deadline, "the study ended before GRPO wrote a checkpoint"
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(30)
+    assert not (out / "report.html").exists()
+    assert main(["run", "--preset", "smoke", "--out", str(out)]) == 0
+    clean, resumed = _stage_dirs(smoke_study), _stage_dirs(out)
+    assert {n: d.name for n, d in clean.items()} == {n: d.name for n, d in resumed.items()}  # same keys
+    for name, d in clean.items():
+        if name.startswith("evaluate/"):
+            a = pd.read_csv(d / "scores.csv").drop(columns=["path"])
+            b = pd.read_csv(resumed[name] / "scores.csv").drop(columns=["path"])
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert (pd.read_csv(smoke_study / "tables" / "weight_change_final.csv")["rel_change"].to_numpy()
+            == pd.read_csv(out / "tables" / "weight_change_final.csv")["rel_change"].to_numpy()).all()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -231,6 +232,8 @@ def _train_fn(cfg: StudyConfig, run: str, seed: int) -> Callable[[Context], dict
         budget = budget_for(cfg, run, seed, n_layers=ctx.inputs["base"]["result"]["n_layers"])
         init = resolve_ref(cfg, spec.init, ctx.inputs, seed=seed)
         run_dir = ctx.out / "run"
+        if run_dir.exists() and not (run_dir / "run.json").is_file():  # killed before the run started
+            shutil.rmtree(run_dir)
         run_dir = train(spec.method, init.path, run_dir, budget, resume=(run_dir / "run.json").is_file())
         return {"run": str(run_dir), "init": str(init.path), "init_name": init.name, "init_step": init.step}
     return fn
@@ -329,7 +332,7 @@ def make_manifest(cfg: StudyConfig, records: dict[str, dict[str, Any]]) -> dict[
             "interventions": {n: to_dict(iv) | {"suite": recovery_suite(cfg, n)} for n, iv in cfg.interventions.items()},
             "stages": {n: {k: r.get(k) for k in ("name", "kind", "key", "dir", "result", "wall_s", "config")}
                        for n, r in records.items()},
-            "provenance": provenance(config=None, seed=None)}
+            "provenance": provenance(config=None, seed=None, torch_threads=os.environ.get("TUNESCOPE_THREADS"))}
 
 
 def _fingerprint(path: str) -> str:
@@ -360,6 +363,10 @@ def _report_code_hash() -> str:
 def run_study(cfg: StudyConfig, out: str | Path) -> Path:
     """Run (or resume) the study into `out`; return the path of report.html."""
     out = Path(out)
+    # One torch thread unless the user says otherwise: thread count changes float summation order, so a
+    # fixed count makes a resumed stage give the same numbers whatever the machine's load; and on a shared
+    # CPU one thread is also the fastest (see tunescope.organism.pretrain.cpu_threads).
+    os.environ.setdefault("TUNESCOPE_THREADS", "1")
     stages = build_stages(cfg, out)
     runner = StageRunner(out)
     records = runner.run(stages)
