@@ -149,3 +149,14 @@ def test_nonfinite_matrix_is_flagged_not_fatal(tmp_path: Path) -> None:
     bad = pm[pm["tensor"] == "model.layers.0.mlp.up_proj.weight"]
     assert bad["nonfinite"].all() and bad["angle_u_mean"].isna().all()
     assert (~pm[pm["tensor"] != "model.layers.0.mlp.up_proj.weight"]["nonfinite"]).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_spectrum_matches_cpu(tmp_path: Path) -> None:
+    ref, targets = build(tmp_path, "llama", [0.2])
+    cpu = spectrum(ref, targets[0].path, tmp_path / "c.csv", device="cpu", progress=False)["per_matrix"]
+    gpu = spectrum(ref, targets[0].path, tmp_path / "g.csv", device="cuda", progress=False)["per_matrix"]
+    num = cpu.select_dtypes("number").columns
+    np.testing.assert_allclose(gpu[num].to_numpy(float, na_value=np.nan), cpu[num].to_numpy(float, na_value=np.nan),
+                               rtol=1e-3, atol=1e-3)

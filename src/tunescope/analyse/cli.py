@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help='only these matrices, e.g. "q,k@0-7" (repeatable)')
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--float64", action="store_true", help="SVD in float64 (default float32, as the paper)")
+    s.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the SVDs (default: the idle cores; more than idle is much slower)")
     s.set_defaults(func=_spectrum)
 
 
@@ -75,6 +77,6 @@ def _spectrum(args: argparse.Namespace) -> int:
         raise UserError("spectrum compares two model directories; pass one checkpoint each, not a run directory")
     res = spectrum(ref[0].path, target[0].path, _out_file(args.out), ranks=args.ranks or DEFAULT_RANKS,
                    select=args.select, device=args.device,
-                   dtype=torch.float64 if args.float64 else torch.float32)
+                   dtype=torch.float64 if args.float64 else torch.float32, threads=args.threads)
     print(f"wrote {args.out} ({len(res['per_matrix'])} rows)")
     return 0

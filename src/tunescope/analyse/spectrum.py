@@ -124,6 +124,16 @@ def _device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def cpu_threads() -> int:
+    """Threads for CPU SVDs: the idle cores (by load average), at least 1.
+
+    LAPACK's threads spin while they wait; on an oversubscribed machine two threads made an SVD
+    4-10x slower than one in our measurements, so we never ask for more cores than are idle.
+    """
+    idle = (os.cpu_count() or 1) - os.getloadavg()[0]
+    return max(1, min(torch.get_num_threads(), int(idle + 0.5)))
+
+
 def _selected(p: Part, sels: list[Selector]) -> bool:
     if not sels:
         return True
@@ -136,29 +146,11 @@ def _selected(p: Part, sels: list[Selector]) -> bool:
     return False
 
 
-def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAULT_RANKS,
-             select: Sequence[str] | None = None, device: str | None = None,
-             dtype: torch.dtype = torch.float32, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Spectral comparison of every 2-D matrix of `target` against `ref`.
-
-    Writes `out` (CSV, per matrix and k), `<stem>.per_rank.csv` and `<stem>.provenance.json`;
-    returns {"per_matrix": ..., "per_rank": ...}. `select` narrows the matrices with selectors
-    such as "q,k@0-7" (module types of the split parts).
-    """
-    ranks = list(ranks)
-    if not ranks or any(not 0 < f <= 1 for f in ranks):
-        raise UserError(f"--ranks must be fractions in (0, 1], got {ranks}")
-    sels = [parse_selector(s) for s in (select or [])]
-    dev = _device(device)
-    ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)
-    check_same_layout(ref_w, tgt_w)
-    config = read_config(ref)
-
-    todo = [p for n in ref_w.names() if len(ref_w.shape(n)) == 2
-            for p in parts(n, ref_w.shape(n), config) if p.param == "weight" and _selected(p, sels)]
-    if not todo:
-        raise UserError("no 2-D weight matrix matches the selection; check --select")
-    mats, per_rank = [], []
+def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.device, ranks: list[float],
+         dtype: torch.dtype, progress: bool) -> tuple[list[dict], list[pd.DataFrame]]:
+    """Metrics for every selected matrix: (per-matrix rows, per-rank frames)."""
+    mats: list[dict] = []
+    per_rank: list[pd.DataFrame] = []
     loaded: tuple[str, torch.Tensor, torch.Tensor] | None = None
     for p in tqdm(todo, desc="spectrum", unit="matrix", disable=not progress):
         if loaded is None or loaded[0] != p.tensor:  # fused tensors: read once for all parts
@@ -176,6 +168,41 @@ def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAUL
         pr.insert(0, "rank", range(r))
         per_rank.append(pr.assign(**ids)[[*ids, *pr.columns]])
         mats += [ids | {"rows": a.shape[0], "cols": a.shape[1], "nonfinite": False} | row for row in rows]
+    return mats, per_rank
+
+
+def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAULT_RANKS,
+             select: Sequence[str] | None = None, device: str | None = None,
+             dtype: torch.dtype = torch.float32, progress: bool = True,
+             threads: int | None = None) -> dict[str, pd.DataFrame]:
+    """Spectral comparison of every 2-D matrix of `target` against `ref`.
+
+    Writes `out` (CSV, per matrix and k), `<stem>.per_rank.csv` and `<stem>.provenance.json`;
+    returns {"per_matrix": ..., "per_rank": ...}. `select` narrows the matrices with selectors
+    such as "q,k@0-7" (module types of the split parts). On CPU, `threads` (default: the idle
+    cores, see `cpu_threads`) is set for the duration of the call.
+    """
+    ranks = list(ranks)
+    if not ranks or any(not 0 < f <= 1 for f in ranks):
+        raise UserError(f"--ranks must be fractions in (0, 1], got {ranks}")
+    sels = [parse_selector(s) for s in (select or [])]
+    dev = _device(device)
+    ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)
+    check_same_layout(ref_w, tgt_w)
+    config = read_config(ref)
+
+    todo = [p for n in ref_w.names() if len(ref_w.shape(n)) == 2
+            for p in parts(n, ref_w.shape(n), config) if p.param == "weight" and _selected(p, sels)]
+    if not todo:
+        raise UserError("no 2-D weight matrix matches the selection; check --select")
+    threads = threads or (cpu_threads() if dev.type == "cpu" else None)
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        mats, per_rank = _run(todo, ref_w, tgt_w, dev, ranks, dtype, progress)
+    finally:
+        torch.set_num_threads(saved)
 
     per_matrix = pd.DataFrame(mats)
     per_rank_df = pd.concat(per_rank, ignore_index=True) if per_rank else pd.DataFrame()
@@ -190,6 +217,6 @@ def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAUL
         os.replace(tmp, path)
     write_json(out.with_name(out.stem + ".provenance.json"), provenance(
         config={"ref": str(ref), "target": str(target), "ranks": ranks, "select": list(select or []),
-                "device": str(dev), "svd_dtype": str(dtype).removeprefix("torch.")},
+                "device": str(dev), "svd_dtype": str(dtype).removeprefix("torch."), "threads": threads},
         seed=None, stage="analyse.spectrum", n_matrices=len(todo)))
     return {"per_matrix": per_matrix, "per_rank": per_rank_df}
