@@ -125,11 +125,13 @@ def _device(device: str | None) -> torch.device:
 
 
 def cpu_threads() -> int:
-    """Threads for CPU SVDs: the idle cores (by load average), at least 1.
+    """Threads for CPU SVDs: `TUNESCOPE_THREADS` when set (bit-exact reruns), else the idle cores.
 
     LAPACK's threads spin while they wait; on an oversubscribed machine two threads made an SVD
     4-10x slower than one in our measurements, so we never ask for more cores than are idle.
     """
+    if os.environ.get("TUNESCOPE_THREADS"):
+        return max(1, int(os.environ["TUNESCOPE_THREADS"]))
     idle = (os.cpu_count() or 1) - os.getloadavg()[0]
     return max(1, min(torch.get_num_threads(), int(idle + 0.5)))
 
