@@ -103,3 +103,15 @@ def test_restored_positions(k, rank, top, tail):
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="one shape"):
         edits.direction_restore(torch.zeros(3, 4), torch.zeros(4, 3), 0.2)
+
+
+@pytest.mark.parametrize("shape", [(12, 30), (30, 12), (16, 16)])
+def test_svd_reconstructs_for_wide_and_tall(shape):
+    w = torch.randn(*shape, dtype=torch.float64)
+    u, s, v = edits.svd(w, torch.float64)
+    r = min(shape)
+    assert u.shape == (shape[0], r) and v.shape == (shape[1], r) and s.shape == (r,)
+    assert torch.allclose((u * s) @ v.mT, w, atol=1e-12)
+    assert torch.allclose(u.mT @ u, torch.eye(r, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(v.mT @ v, torch.eye(r, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(edits.svdvals(w, torch.float64), torch.from_numpy(np.linalg.svd(w.numpy(), compute_uv=False)))

@@ -34,9 +34,21 @@ def n_directions(k: float, rank: int) -> int:
 
 
 def svd(w: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD in `dtype`: U (m, r), σ (r,), V (n, r) with w = U diag(σ) Vᵀ, r = min(m, n)."""
+    """Thin SVD in `dtype`: U (m, r), σ (r,), V (n, r) with w = U diag(σ) Vᵀ, r = min(m, n).
+
+    A wide matrix (m < n, e.g. down_proj) is decomposed through its transpose, wᵀ = V diag(σ) Uᵀ:
+    LAPACK is about 2x faster on the tall shape (measured on CPU, torch 2.13).
+    """
+    if w.shape[0] < w.shape[1]:
+        v, s, uh = torch.linalg.svd(w.mT.to(dtype), full_matrices=False)  # (n, r), (r,), (r, m)
+        return uh.mT, s, v
     u, s, vh = torch.linalg.svd(w.to(dtype), full_matrices=False)  # (m, r), (r,), (r, n)
     return u, s, vh.mT
+
+
+def svdvals(w: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Singular values (r,), descending; through the transpose for wide matrices, as `svd`."""
+    return torch.linalg.svdvals((w.mT if w.shape[0] < w.shape[1] else w).to(dtype))
 
 
 def restored_positions(rank: int, k: float, tail: bool) -> torch.Tensor:
@@ -83,7 +95,7 @@ def value_restore(ref: torch.Tensor, target: torch.Tensor, *, dtype: torch.dtype
     """U_T diag(σ_R) V_Tᵀ: TARGET's directions with REF's singular values."""
     if ref.shape != target.shape or ref.ndim != 2:
         raise ValueError(f"need two 2-D tensors of one shape, got {tuple(ref.shape)} and {tuple(target.shape)}")
-    s_r = torch.linalg.svdvals(ref.to(dtype))  # (r,)
+    s_r = svdvals(ref, dtype)  # (r,)
     u_t, _, v_t = svd(target, dtype)
     return ((u_t * s_r) @ v_t.mT).to(target.dtype)
 
