@@ -291,3 +291,52 @@ def test_cli_run_dir_and_bad_input(tmp_path: Path, capsys) -> None:
     (bad_idx / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"a.weight": "s.safetensors", "b.weight": "s.safetensors"}}))
     assert "b.weight" in err(str(bad_idx), str(bad_idx))
+
+
+def test_weightfiles_rows_reads_row_ranges_exactly(tmp_path: Path) -> None:
+    sd = {"a": torch.randn(7, 5).to(torch.bfloat16), "b": torch.randn(9, 2, 3), "s": torch.tensor(2.5),
+          "n": torch.randn(4).half()}
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    w = WeightFiles(tmp_path)
+    assert torch.equal(w.rows("a", 2, 6), sd["a"][2:6]) and w.rows("a", 2, 6).dtype == torch.bfloat16
+    assert torch.equal(w.rows("b", 3, 9, torch.float32), sd["b"][3:])
+    assert torch.equal(w.rows("s", 0, 1), sd["s"].reshape(1)) and torch.equal(w.rows("n", 1, 3), sd["n"][1:3])
+    m = MappedWeights(w)
+    assert torch.equal(m.rows("a", 2, 6), sd["a"][2:6]) and torch.equal(m.rows("b", 0, 9), sd["b"])
+    m.willneed("b", 0, 9)
+    m.release("b", 0, 9)
+    assert torch.equal(m.rows("b", 4, 5), sd["b"][4:5])  # released pages are read again from the file
+
+
+def test_synthetic_llama_pair_is_a_loadable_sharded_model(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from transformers import AutoModelForCausalLM
+
+    from bench.synthetic import make_llama_pair
+
+    base, ckpts = make_llama_pair(tmp_path, "tiny", shard_bytes=20_000, n_checkpoints=2)
+    assert (base / "model.safetensors.index.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(ckpts[1])
+    assert model.config.num_key_value_heads == 2 and model.dtype == torch.bfloat16
+    t = diff(base, resolve_models(ckpts), tmp_path / "d.csv", progress=False)
+    q = t[t["module"] == "q"].groupby("checkpoint")["rel_change"].mean()
+    assert q["ckpt-2"] == pytest.approx(2 * q["ckpt-1"], rel=0.05)  # a straight-line trajectory
+    assert set(t[t["layer"].notna() & (t["param"] == "weight")]["module"]) == SEVEN | {"norm"}
+
+
+def test_mixed_stored_dtypes_are_compared_exactly(tmp_path: Path) -> None:
+    """A float32 base against a bf16 checkpoint (e.g. saved by a bf16 trainer): diff of the stored values."""
+    base, _ = build(tmp_path, "mistral", [])
+    sd = load_file(base / "model.safetensors")
+    ck = tmp_path / "bf16"
+    ck.mkdir()
+    (ck / "config.json").write_text((base / "config.json").read_text())
+    save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(ck / "model.safetensors"))
+    t = diff(base, [ModelRef(ck, "bf16")], tmp_path / "d.csv", tolerance=0.0, progress=False).set_index("tensor")
+    for name, w in sd.items():
+        w64 = w.double().numpy()
+        d = w.to(torch.bfloat16).double().numpy() - w64
+        assert t.loc[name, "delta_fro"] == pytest.approx(np.linalg.norm(d), rel=1e-5)
+        assert t.loc[name, "dtype"] == "BF16"
