@@ -105,8 +105,11 @@ def primary_metric(scores) -> str:
 def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     stages: list[Stage] = []
     suites = list(cfg.evaluation.suites)
-    eval_cfg = {"suites": suites, "settings": cfg.evaluation.settings, "kl": cfg.evaluation.kl}
+    eval_cfg = {"suites": suites, "settings": to_dict(eval_config(cfg.evaluation.settings)) or cfg.evaluation.settings,
+                "kl": cfg.evaluation.kl}
 
+    settings = eval_cfg["settings"]
+    eval_cost = len(suites) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s per model
     # --- base
     if cfg.base.path is not None:
         base_conf: dict[str, Any] = {"path": cfg.base.path, "fingerprint": _fingerprint(cfg.base.path)}
@@ -126,7 +129,8 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
                         valid=lambda rec: "/" in rec["result"]["model"] and (
                             Path(rec["result"]["model"]).is_dir() or not rec["result"]["model"].startswith("/"))))
     stages.append(_eval_stage("evaluate/base", eval_cfg, "base", lambda ins: [
-        ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")]))
+        ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")],
+        estimate_s=eval_cost + 10))
 
     # --- training runs, in dependency order
     for run in _run_order(cfg):
@@ -139,12 +143,15 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
                 inputs.append(f"train/{src}/s{seed_of(cfg, src, seed)}")
                 if which == "best_ood":
                     inputs.append(f"evaluate/{src}/s{seed_of(cfg, src, seed)}")
-            conf = {"run": run, "method": spec.method, "task": spec.task, "init": spec.init,
-                    "training": to_dict(cfg.training), "budget": spec.budget, "freeze": spec.freeze,
-                    "train_only": spec.train_only, "seed": seed}
             budget = budget_for(cfg, run, seed, n_layers=None)
-            steps = getattr(budget, "max_steps", 20)
-            per_step = 1.0 if spec.method == "sft" else 4.0
+            # the resolved budget (packaged file + study settings + run keys), so that an edit of any
+            # of them reruns the run; layer fractions resolve against the base, an input of the stage
+            conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget)}
+            steps = budget.max_steps if budget is not None else 20
+            n_ckpts = len(budget.checkpoint_steps()) - 1 if budget is not None else 10
+            # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
+            per_step = 0.3 if spec.method == "sft" or budget is None else 1e-3 * (
+                budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
             stages.append(Stage(f"train/{name}", "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
                                 estimate_s=steps * per_step, resumable=True))
             # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
@@ -152,7 +159,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             stages.append(_eval_stage(f"evaluate/{name}", eval_cfg, f"train/{name}",
                                       lambda ins, n=name: [c for c in list_checkpoints(ins[f"train/{n}"]["result"]["run"])
                                                            if c.step != 0],
-                                      estimate_s=len(suites) * 10.0))
+                                      estimate_s=n_ckpts * eval_cost))
             if cfg.analyses.diff:
                 stages.append(Stage(f"diff/{name}", "diff", {}, _diff_fn(name), inputs=["base", f"train/{name}"],
                                     estimate_s=10))
@@ -169,7 +176,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
                             inputs=inputs, estimate_s=20))
         stages.append(_eval_stage(f"evaluate/{iname}", eval_cfg, f"intervene/{iname}", lambda ins, n=iname: [
             ModelRef(path=Path(ins[f"intervene/{n}"]["result"]["model"]), name=n, method="intervention")],
-            estimate_s=len(suites) * 3.0))
+            estimate_s=eval_cost))
 
     # --- the report: reads every other stage; its key includes the report code, so edits re-render it
     stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
