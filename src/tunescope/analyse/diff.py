@@ -214,6 +214,7 @@ def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAU
     if not models:
         raise UserError("no checkpoints to compare; pass at least one model or run directory")
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     base_w = WeightFiles(base)
     ckpts = [WeightFiles(m.path) for m in models]
     for c in ckpts:
