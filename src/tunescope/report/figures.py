@@ -26,7 +26,7 @@ STYLE = {"sft": "--", "grpo": "-", "intervention": ":", "base": "-"}
 
 def png(fig: plt.Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)  # every figure uses constrained layout (no tight bbox: 2x slower)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
@@ -77,7 +77,7 @@ def accuracy_vs_progress(scores: pd.DataFrame) -> str | None:
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("accuracy", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=7, bbox_to_anchor=(0.5, 0))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=7)
     return png(fig)
 
 
@@ -86,7 +86,7 @@ def tradeoff(table: pd.DataFrame) -> str | None:
         return None
     runs = list(dict.fromkeys(table["run"]))
     col = _colours(runs)
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), layout="constrained")
     for run in runs:
         g = table[table["run"] == run].groupby("fraction")[["id", "ood"]].mean()
         ax.plot(g["id"], g["ood"], STYLE.get(table.loc[table["run"] == run, "method"].iloc[0], "-"), color=col[run],
@@ -159,12 +159,13 @@ def trajectories(traj: pd.DataFrame) -> str | None:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_title("layer mean" if mod == "all" else mod, fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("relative change", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=7, bbox_to_anchor=(0.5, 0))
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=7)
     return png(fig)
 
 
@@ -182,7 +183,7 @@ def ranking(rank: pd.DataFrame) -> str | None:
     ax.set_xticks(np.arange(len(MODULES)) + 0.4 - width / 2, MODULES)
     ax.set_yscale("log")
     ax.set_ylabel("final relative change (layer mean)")
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.legend(fontsize=7, ncol=1, loc="outside right upper")
     return png(fig)
 
 
