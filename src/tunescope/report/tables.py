@@ -225,7 +225,8 @@ def _weights(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     rank = (last_mod[last_mod["module"].isin(MODULES)]
             .groupby(["run", "label", "kind", "module"], sort=False)["mean_rel_change"].mean().reset_index())
     rank["rank"] = rank.groupby("run")["mean_rel_change"].rank(ascending=False, method="first").astype(int)
-    rank = rank.sort_values(["run", "rank"]).reset_index(drop=True)
+    order = {r: i for i, r in enumerate(dict.fromkeys(last_mod["run"]))}  # the study's run order
+    rank = rank.assign(_o=rank["run"].map(order)).sort_values(["_o", "rank"]).drop(columns="_o").reset_index(drop=True)
     overall = (last_mod[last_mod["module"] == "all"].groupby(["run", "label", "kind"], sort=False)
                [["mean_rel_change", "pooled_rel_change"]].mean().reset_index())
     return {"weight_change_final": heat.reset_index(drop=True), "module_trajectory": traj,
