@@ -23,7 +23,7 @@ def test_builtin_studies_are_valid(preset):
     (["evaluaton.suites=[maths]"], "did you mean 'evaluation'"),
     (["runs.sft.seeds=3"], "runs.sft.seeds: expected a list"),
     (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo"),
-    (["evaluation.suites=[maths,gsm8k]"], "evaluation.suites[1]: unknown suite 'gsm8k'"),
+    (["evaluation.suites=[maths,chess]"], "evaluation.suites[1]: unknown suite 'chess'"),
     (["runs.sft.task=chess"], "runs.sft.task: unknown suite 'chess'"),
     (["base.path=/no/such/model"], "base.path: /no/such/model does not exist"),
     (["base.organism=huge"], "base.organism: 'huge' is not a preset"),
@@ -38,6 +38,12 @@ def test_builtin_studies_are_valid(preset):
     (["interventions.restore_top20.k=0"], "interventions.restore_top20.k"),
     (["analyses.spectra.x={target: nowhere}"], "analyses.spectra.x.target: 'nowhere' is not a checkpoint ref"),
     (["runs.sft.seeds=[0,0]"], "runs.sft.seeds: give a non-empty list of distinct seeds"),
+    (["runs.sft.dataset=/no/data.jsonl"], "runs.sft.dataset: /no/data.jsonl does not exist"),
+    (["evaluation.task_specs=[/no/spec.yaml]"], "evaluation.task_specs[0]: /no/spec.yaml does not exist"),
+    (["evaluation.data=[gsm8k]"], "evaluation.data[0]: write SUITE=PATH"),
+    (["evaluation.settings.temperature=-1"], "eval: temperature must be >= 0"),
+    (["evaluation.settings.n_itmes=3"], "unknown config key 'evaluation.settings.n_itmes'"),
+    (["runs.sft.budget.max_steps=0"], "runs.sft.budget: max_steps must be at least 1"),
 ])
 def test_bad_input_is_one_line_naming_the_key(overrides, fragment):
     with pytest.raises(UserError) as e:
@@ -51,6 +57,17 @@ def test_base_path_must_be_a_model_dir_or_hub_id(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     assert load_study(preset="smoke", overrides=[f"base.path={tmp_path}"]).base.path == str(tmp_path)
     assert load_study(preset="smoke", overrides=["base.path=org/model"]).base.path == "org/model"
+
+
+def test_dataset_run_and_file_suites(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "1+1?", "solution": "1+1=2", "answer": "2"}\n')
+    cfg = load_study(preset="smoke", overrides=[f"runs.sft.dataset={data}", "runs.sft.task=gsm8k",
+                                                "evaluation.suites=[maths,gsm8k,game24,game24_ood]",
+                                                f"evaluation.data=[gsm8k={data}]"])
+    assert cfg.runs["sft"].dataset == str(data)
+    with pytest.raises(UserError, match="runs.sft.task: with a dataset, task names the in-domain suite"):
+        load_study(preset="smoke", overrides=[f"runs.sft.dataset={data}", "runs.sft.task=twohop"])
 
 
 def test_layer_fractions_resolve_against_depth():

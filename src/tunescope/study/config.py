@@ -52,7 +52,8 @@ class BaseSpec:
 @dataclass
 class RunSpec:
     method: str = "sft"  # sft | grpo
-    task: str = "maths"  # training task (a suite name): its train split gives prompts and targets
+    task: str = "maths"  # training task (an organism suite); with `dataset`, the in-domain evaluation suite
+    dataset: str | None = None  # train on a JSONL file / HF dataset dir or hub id (prompt, solution, answer)
     init: str = "base"  # where training starts: base or a checkpoint ref such as sft24:0.75
     budget: dict[str, Any] = field(default_factory=dict)  # training-config overrides (lr, steps, ...)
     freeze: list[str] = field(default_factory=list)  # selectors of frozen tensors ("gate,up,down@60%-80%")
@@ -72,6 +73,8 @@ class TrainingSpec:
 class EvaluationSpec:
     suites: list[str] = field(default_factory=lambda: list(KNOWN_SUITES))
     settings: dict[str, Any] = field(default_factory=dict)  # evaluation-config overrides (n items, ...)
+    task_specs: list[str] = field(default_factory=list)  # file-task spec YAMLs; their names become suites
+    data: list[str] = field(default_factory=list)  # SUITE=PATH: local data for shipped specs (gsm8k, math500, ...)
     kl: bool = True  # KL to the base model, teacher-forced, at every checkpoint
 
 
@@ -136,12 +139,39 @@ def load_study(path: str | Path | None = None, overrides: list[str] | None = Non
 # Validation
 
 
-def _suites() -> set[str]:
+def _organism_suites() -> set[str]:
     try:
         from tunescope.world import TASKS  # type: ignore[attr-defined]
     except ImportError:
         return set(KNOWN_SUITES)
     return set(TASKS)
+
+
+def spec_suites(cfg: StudyConfig) -> dict[str, str]:
+    """Suite name -> spec file for evaluation.task_specs (each file must exist and parse)."""
+    out = {}
+    for i, path in enumerate(cfg.evaluation.task_specs):
+        if not Path(path).is_file():
+            raise UserError(f"evaluation.task_specs[{i}]: {path} does not exist; give a task spec YAML file")
+        try:
+            from tunescope.evaluate.filetasks import load_spec
+        except ImportError:
+            return out
+        try:
+            out[load_spec(path).name] = path
+        except UserError as e:
+            raise UserError(f"evaluation.task_specs[{i}]: {e}") from None
+    return out
+
+
+def _suites(cfg: StudyConfig) -> set[str]:
+    """Every suite an evaluation can name: organism tasks, shipped file specs, the study's task specs."""
+    names = _organism_suites() | set(spec_suites(cfg))
+    try:
+        from tunescope.evaluate.filetasks import shipped_specs
+    except ImportError:
+        return names
+    return names | set(shipped_specs())
 
 
 _REF_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]+):(?P<which>best_ood|last|first|\d*\.?\d+)$")
@@ -208,7 +238,13 @@ def validate(cfg: StudyConfig) -> None:
         if p.exists() and not (p / "config.json").is_file():
             raise UserError(f"base.path: {base.path} has no config.json; point it at a Hugging Face model directory")
 
-    suites = _suites()
+    suites = _suites(cfg)
+    for i, entry in enumerate(cfg.evaluation.data):
+        name, sep, path = entry.partition("=")
+        if not sep or name not in cfg.evaluation.suites:
+            raise UserError(f"evaluation.data[{i}]: write SUITE=PATH with SUITE one of evaluation.suites")
+        if not Path(path).exists() and not _HUB_RE.match(path):
+            raise UserError(f"evaluation.data[{i}]: {path} does not exist; give a local data file or a hub id")
     if not cfg.evaluation.suites:
         raise UserError("evaluation.suites: list at least one suite")
     for i, s in enumerate(cfg.evaluation.suites):
@@ -223,7 +259,15 @@ def validate(cfg: StudyConfig) -> None:
             raise UserError(f"{where}: run names may use letters, digits, '_', '.', '-' and may not be 'base'")
         if run.method not in METHODS:
             raise UserError(f"{where}.method: unknown method {run.method!r}; use one of {', '.join(METHODS)}")
-        _check_suite(run.task, f"{where}.task", suites)
+        if run.dataset is None:
+            _check_suite(run.task, f"{where}.task", _organism_suites())
+        else:
+            if not Path(run.dataset).exists() and not _HUB_RE.match(run.dataset):
+                raise UserError(f"{where}.dataset: {run.dataset} does not exist; give a JSONL file, a dataset "
+                                "directory or a hub id")
+            if run.task not in cfg.evaluation.suites:
+                raise UserError(f"{where}.task: with a dataset, task names the in-domain suite; "
+                                f"{run.task!r} must be one of evaluation.suites")
         if run.ood_suite is not None:
             _check_suite(run.ood_suite, f"{where}.ood_suite", suites)
             if run.ood_suite not in cfg.evaluation.suites:
@@ -297,7 +341,7 @@ def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> A
     except UserError as e:
         raise UserError(f"training.budget: {e}; name a packaged budget (smoke, default) or a YAML file") from None
     merged = _merge(_merge(base, cfg.training.settings), spec.budget)
-    merged.update(task=spec.task, dataset=None, seed=seed,
+    merged.update(task=None if spec.dataset else spec.task, dataset=spec.dataset, seed=seed,
                   freeze=[resolve_selector(s, depth) for s in spec.freeze],
                   train_only=[resolve_selector(s, depth) for s in spec.train_only])
     try:

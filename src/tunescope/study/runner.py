@@ -34,7 +34,14 @@ from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
 from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
-from tunescope.study.config import StudyConfig, budget_for, eval_config, parse_ref, recovery_suite
+from tunescope.study.config import (
+    StudyConfig,
+    budget_for,
+    eval_config,
+    parse_ref,
+    recovery_suite,
+    spec_suites,
+)
 from tunescope.study.stages import Context, Stage, StageRunner
 
 
@@ -105,8 +112,10 @@ def primary_metric(scores) -> str:
 def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     stages: list[Stage] = []
     suites = list(cfg.evaluation.suites)
+    specs = spec_suites(cfg)
     eval_cfg = {"suites": suites, "settings": to_dict(eval_config(cfg.evaluation.settings)) or cfg.evaluation.settings,
-                "kl": cfg.evaluation.kl}
+                "kl": cfg.evaluation.kl, "task_specs": {n: [p, _fingerprint(p)] for n, p in specs.items()},
+                "data": {e: _fingerprint(e.partition("=")[2]) for e in cfg.evaluation.data}}
 
     settings = eval_cfg["settings"]
     eval_cost = len(suites) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s per model
@@ -146,7 +155,8 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             budget = budget_for(cfg, run, seed, n_layers=None)
             # the resolved budget (packaged file + study settings + run keys), so that an edit of any
             # of them reruns the run; layer fractions resolve against the base, an input of the stage
-            conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget)}
+            conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget),
+                    "dataset": _fingerprint(spec.dataset) if spec.dataset else None}
             steps = budget.max_steps if budget is not None else 20
             n_ckpts = len(budget.checkpoint_steps()) - 1 if budget is not None else 10
             # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
@@ -256,8 +266,10 @@ def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
         refs = models(ctx.inputs)
         ecfg = eval_config(eval_cfg["settings"])
         reference = Path(ctx.inputs["base"]["result"]["model"]) if eval_cfg["kl"] else None
+        specs = eval_cfg.get("task_specs", {})
         with _cpu_threads() as threads:
-            evaluate(refs, eval_cfg["suites"], ctx.out, ecfg, reference=reference)
+            evaluate(refs, [s for s in eval_cfg["suites"] if s not in specs], ctx.out, ecfg, reference=reference,
+                     task_specs=[p for p, _ in specs.values()], data=list(eval_cfg.get("data", {})))
         return {"models": [str(r.path) for r in refs], "torch_threads": threads}
     # resumable: evaluate() keeps finished checkpoints in its output directory and skips them
     return Stage(name, "evaluate", eval_cfg, fn, inputs=inputs, estimate_s=estimate_s, resumable=True)
@@ -343,8 +355,11 @@ def make_manifest(cfg: StudyConfig, records: dict[str, dict[str, Any]]) -> dict[
 
 
 def _fingerprint(path: str) -> str:
-    """Names, sizes and modification times of a local model directory (a hub id hashes as itself)."""
+    """Names, sizes and modification times of a local file or directory (a hub id hashes as itself)."""
     p = Path(path).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
     if not p.is_dir():
         return path
     h = hashlib.sha256()
