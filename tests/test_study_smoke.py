@@ -119,3 +119,11 @@ def test_sigkill_mid_study_then_rerun_gives_the_same_results(smoke_study, tmp_pa
             pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert (pd.read_csv(smoke_study / "tables" / "weight_change_final.csv")["rel_change"].to_numpy()
             == pd.read_csv(out / "tables" / "weight_change_final.csv")["rel_change"].to_numpy()).all()
+
+
+def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
+    """The real-model path: base.path names a model directory; --check plans every stage without work."""
+    out = tmp_path / "o"
+    assert main(["run", "--preset", "smoke", "--out", str(out), "--check", f"base.path={smoke_organism}"]) == 0
+    plan = capsys.readouterr().out
+    assert "31 stages (0 cached)" in plan and not out.exists()

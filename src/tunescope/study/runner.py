@@ -388,11 +388,16 @@ def run_study(cfg: StudyConfig, out: str | Path) -> Path:
     # One torch thread unless the user says otherwise: thread count changes float summation order, so a
     # fixed count makes a resumed stage give the same numbers whatever the machine's load; and on a shared
     # CPU one thread is also the fastest (see tunescope.organism.pretrain.cpu_threads).
-    os.environ.setdefault("TUNESCOPE_THREADS", "1")
-    stages = build_stages(cfg, out)
-    runner = StageRunner(out)
-    records = runner.run(stages)
-    write_json(out / "study.json", make_manifest(cfg, records))
+    pinned = "TUNESCOPE_THREADS" not in os.environ
+    if pinned:
+        os.environ["TUNESCOPE_THREADS"] = "1"
+    try:
+        stages = build_stages(cfg, out)
+        records = StageRunner(out).run(stages)
+        write_json(out / "study.json", make_manifest(cfg, records))
+    finally:
+        if pinned:  # leave the caller's environment as it was
+            os.environ.pop("TUNESCOPE_THREADS", None)
     rep = Path(records["report"]["dir"])
     _publish(rep / "report.html", out / "report.html")
     tables = out / "tables"
