@@ -135,8 +135,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             model = build(preset=cfg.base.organism, seed=cfg.base.seed)
             return {"model": str(model), "n_layers": _n_layers(str(model))}
     stages.append(Stage("base", "base", base_conf, base_fn, estimate_s=600 if cfg.base.organism == "default" else 30,
-                        valid=lambda rec: "/" in rec["result"]["model"] and (
-                            Path(rec["result"]["model"]).is_dir() or not rec["result"]["model"].startswith("/"))))
+                        valid=_base_still_there))
     stages.append(_eval_stage("evaluate/base", eval_cfg, "base", lambda ins: [
         ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")],
         estimate_s=eval_cost + 10))
@@ -192,6 +191,12 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
                         _report_fn(cfg, out), inputs=[s.name for s in stages], estimate_s=15))
     return stages
+
+
+def _base_still_there(rec: dict[str, Any]) -> bool:
+    """A finished base stage points at a model outside DIR (the organism cache): rebuild if it is gone."""
+    model = rec["result"]["model"]
+    return Path(model).is_dir() or not model.startswith("/")  # a hub id resolves through the HF cache
 
 
 def _run_order(cfg: StudyConfig) -> list[str]:
