@@ -47,6 +47,7 @@ def _method(manifest: dict[str, Any], run: str) -> str:
 
 def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     t: dict[str, pd.DataFrame] = {}
+    t["setup"] = _setup(manifest)
     t["stages"] = pd.DataFrame([{"stage": n, "kind": r["kind"], "wall_s": r.get("wall_s"), "key": r.get("key")}
                                 for n, r in manifest["stages"].items()])
     t["runs"] = pd.DataFrame([{"run": r, "label": v["label"], "method": v["method"], "task": v["task"],
@@ -74,6 +75,17 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:
         tmp = out / f".{name}.csv.tmp"
         df.to_csv(tmp, index=False)
         os.replace(tmp, out / f"{name}.csv")
+
+
+def _setup(manifest: dict[str, Any]) -> pd.DataFrame:
+    """Provenance as key/value rows: versions, git revision, host, threads, total stage time."""
+    prov = manifest.get("provenance", {})
+    rows = [("git_revision", prov.get("git_revision")), ("created", prov.get("created")),
+            ("torch_threads", prov.get("torch_threads")),
+            ("stage_seconds_total", round(sum(r.get("wall_s") or 0 for r in manifest["stages"].values()), 3))]
+    rows += [(f"host.{k}", v) for k, v in prov.get("host", {}).items()]
+    rows += [(f"version.{k}", v) for k, v in prov.get("versions", {}).items()]
+    return pd.DataFrame(rows, columns=["key", "value"])
 
 
 # ------------------------------------------------------------------------------------------ compute
