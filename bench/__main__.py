@@ -16,7 +16,8 @@ def main() -> int:
     only = sys.argv[1:]
     out = Path("bench_out")
     out.mkdir(exist_ok=True)
-    results = {}
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}  # keep other benchmarks' results
     for mod in sorted(m.name for m in pkgutil.iter_modules(bench.__path__)):
         if not mod.startswith("bench_") or (only and mod not in only):
             continue
@@ -26,7 +27,7 @@ def main() -> int:
         res["wall_s"] = round(time.perf_counter() - t0, 2)
         results[mod] = res
         print(json.dumps(res, indent=2), flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps(results, indent=2))
     return 0
 
 
