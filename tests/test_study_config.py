@@ -44,6 +44,7 @@ def test_builtin_studies_are_valid(preset):
     (["evaluation.settings.temperature=-1"], "eval: temperature must be >= 0"),
     (["evaluation.settings.n_itmes=3"], "unknown config key 'evaluation.settings.n_itmes'"),
     (["runs.sft.budget.max_steps=0"], "runs.sft.budget: max_steps must be at least 1"),
+    (["runs.sft24.budget.n_train_items=5000"], "runs.sft24.budget.n_train_items: game24/train: asked for 5000"),
 ])
 def test_bad_input_is_one_line_naming_the_key(overrides, fragment):
     with pytest.raises(UserError) as e:

@@ -25,6 +25,7 @@ and are resolved against the base model (32 layers: 19-25, the layers the origin
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -280,7 +281,9 @@ def validate(cfg: StudyConfig) -> None:
             for i, sel in enumerate(getattr(run, key)):
                 _check_selector(sel, f"{where}.{key}[{i}]")
         _check_ref(cfg, run.init, f"{where}.init", allow_interventions=False)
-        budget_for(cfg, name, seed=run.seeds[0], n_layers=None)
+        budget = budget_for(cfg, name, seed=run.seeds[0], n_layers=None)
+        if budget is not None and run.dataset is None:
+            _check_pool(run.task, budget.n_train_items, f"{where}.budget.n_train_items")
         if parse_ref(run.init)[0] == name:
             raise UserError(f"{where}.init: a run cannot start from its own checkpoint")
     _check_acyclic(cfg)
@@ -311,6 +314,26 @@ def validate(cfg: StudyConfig) -> None:
             raise UserError(f"{where}.recovery_suite: name the suite recovery is measured on "
                             "(or give the reference run an ood_suite)")
         _check_suite(recovery_suite(cfg, name) or "", f"{where}.recovery_suite", set(cfg.evaluation.suites))
+
+
+@functools.cache
+def _pool_problem(task: str, n: int) -> str | None:
+    try:
+        from tunescope.world import get_task
+    except ImportError:
+        return None
+    try:
+        get_task(task).items("train", n)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def _check_pool(task: str, n: int, where: str) -> None:
+    """The training task must hold n_train_items distinct training items."""
+    problem = _pool_problem(task, n)
+    if problem:
+        raise UserError(f"{where}: {problem}")
 
 
 def _check_acyclic(cfg: StudyConfig) -> None:
