@@ -37,6 +37,12 @@ def test_ood_peak_inconclusive_within_intervals():
     assert peak.verdict == "inconclusive"
 
 
+def test_ood_peak_inconclusive_when_flat():
+    f = compute({"ood_curve": _curve([0.0, 0.0, 0.0, 0.0], [0.1, 0.3, 0.5, 0.7], half_width=0.0)})
+    (peak,) = [x for x in f if x.topic == "ood peak"]
+    assert peak.verdict == "inconclusive" and "cannot show a peak" in peak.text
+
+
 def test_update_ratio_and_module_ranking_come_from_the_numbers():
     size = pd.DataFrame({"run": ["sft", "grpo"], "label": ["SFT", "GRPO"], "kind": ["sft", "grpo"],
                          "mean_rel_change": [0.05, 0.001], "pooled_rel_change": [0.05, 0.001]})

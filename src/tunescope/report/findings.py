@@ -181,7 +181,9 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
         rises = p["ood_ci_low"] > first["ood_ci_high"]
         falls = p["ood_ci_low"] > last["ood_ci_high"]
         id_up = last["id"] > p["id"]
+        flat = g["ood"].max() == g["ood"].min()
         verdict = "supported" if rises and falls and id_up else (
+            "inconclusive" if flat else
             "not supported" if not (p["ood"] > first["ood"] and p["ood"] > last["ood"]) else "inconclusive")
         out.append(Finding(
             "ood peak", f"{run}: the out-of-distribution score peaks at step {int(p['step'])} "
@@ -189,6 +191,9 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
                         f"{p['ood_ci_high']:.2f}], from {first['ood']:.2f} at the start to {last['ood']:.2f} at the "
                         f"end, while in-distribution goes {p['id']:.2f} -> {last['id']:.2f}.",
             "OOD accuracy rises early in SFT, peaks, then falls while ID keeps rising (Jin et al.)", verdict))
+        if flat:
+            out[-1].text += (f" The out-of-distribution score is {p['ood']:.2f} at every checkpoint, so this run "
+                             "cannot show a peak (the model never solves, or always solves, these items).")
     return out
 
 
