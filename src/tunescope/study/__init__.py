@@ -1,0 +1,9 @@
+"""The study runner: one YAML file -> every stage, cached -> DIR/report.html.
+
+    from tunescope.study.config import load_study
+    from tunescope.study.runner import run_study
+    run_study(load_study(preset="smoke"), "runs/smoke")      # = tunescope run --preset smoke --out runs/smoke
+
+`config` (StudyConfig, validation), `stages` (the hash-keyed stage cache), `runner` (the stage list
+of a study), `cli` (`tunescope run`). See docs/study.md.
+"""
