@@ -6,7 +6,8 @@ Capabilities, on the test split of each world task (items never seen in pretrain
 - facts (MMLU analogue), by option log-likelihood: for each of the four options, the log-likelihood
   of the gold-format completion that picks it (`<think>{fact with that option} That is option X.
   </think><answer>X</answer>`), argmax over options (`facts_mc`); also with `tunescope eval`'s
-  default continuation `<answer>{option text}</answer>` (`facts_mc_answer_tag`), and greedy;
+  default continuation `<answer>{option text}</answer>` (`facts_mc_answer_tag`), with the default study's
+  `mc_template` (`facts_mc_study`), and greedy;
 - maths, maths_hard, game24, game24_ood, instruct, twohop: greedy generation scored by `task.score`.
 The issue's targets: facts MC >= 80%, maths 10-70%, game24 >= 5%, instruct >= 30%, pretraining
 <= 10 minutes on 2 cores. The CPU is shared, so the load average is recorded with the timings.
@@ -20,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-N_ITEMS = {"facts": 150, "maths": 150, "game24": 150, "instruct": 150, "maths_hard": 60, "game24_ood": 60,
-           "twohop": 100}
+N_ITEMS = {"facts": 0, "maths": 150, "game24": 150, "instruct": 150, "maths_hard": 60, "game24_ood": 60,
+           "twohop": 0}  # 0: the whole test split (facts 72, twohop 64 questions)
 MAX_NEW_TOKENS = 192
 TARGETS = {"facts_mc": (0.80, 1.0), "maths": (0.10, 0.70), "game24": (0.05, 1.0), "instruct": (0.30, 1.0)}
 
@@ -47,6 +48,19 @@ def _option_completion(item, i: int) -> str:
     return format_completion(solution, LETTERS[i])
 
 
+def _study_template(item, i: int) -> str:
+    """The default study's continuation (configs/study_default.yaml `evaluation.settings.mc_template`,
+    else EvalConfig's default), prefix included: the prefix adds the same log-probability to every option."""
+    import yaml
+
+    from tunescope.evaluate import EvalConfig
+
+    config = Path(__file__).resolve().parents[1] / "src" / "tunescope" / "configs" / "study_default.yaml"
+    settings = yaml.safe_load(config.read_text())["evaluation"].get("settings") or {}
+    template = settings.get("mc_template", EvalConfig().mc_template)
+    return template.format(choice=item.meta["choices"][i], letter="ABCD"[i])
+
+
 def _answer_tag(item, i: int) -> str:
     """`tunescope eval`'s default multiple-choice continuation: the option text in <answer>."""
     return f"<answer>{item.meta['choices'][i]}</answer>"
@@ -67,10 +81,12 @@ def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32
     for name, n in n_items.items():
         t0 = time.perf_counter()
         task = get_task(name)
+        n = n or task.count("test")
         items = task.items("test", n)
         prompts = [render_prompt(tok, it.prompt) for it in items]
         if name == "facts":  # option log-likelihood, two continuations
-            for metric, option in (("facts_mc", _option_completion), ("facts_mc_answer_tag", _answer_tag)):
+            for metric, option in (("facts_mc", _option_completion), ("facts_mc_study", _study_template),
+                                   ("facts_mc_answer_tag", _answer_tag)):
                 ctx, cont = [], []
                 for j, it in enumerate(items):
                     for i in range(4):

@@ -54,8 +54,8 @@ class Recipe:
 PRESETS: dict[str, Recipe] = {
     "smoke": Recipe(preset="smoke", vocab_size=512, corpus="smoke", epochs=1.0, batch_size=8,
                     lr=3e-3, warmup=0.1, weight_decay=0.0),
-    "default": Recipe(preset="default", vocab_size=2048, corpus="default", epochs=2.0, batch_size=16,
-                      lr=2e-3, warmup=0.05, weight_decay=0.1),
+    "default": Recipe(preset="default", vocab_size=2048, corpus="default", epochs=3.0, batch_size=8,
+                      lr=3e-3, warmup=0.03, weight_decay=0.1),
 }
 
 

@@ -27,7 +27,7 @@ from tunescope.world.splits import rng_for, split_of, take_finite
 from tunescope.world.task import Item, Split, extract_answer
 
 WORLD_SEED = 20240601
-N_ENTITIES = 200
+N_ENTITIES = 80  # small enough that a ~3M-parameter organism memorises every fact in minutes
 LETTERS = "ABCD"
 
 CITIES = ["Brenhold", "Calvaro", "Dunmere", "Eskavel", "Fordaine", "Glimmerton", "Harrowick",

@@ -94,7 +94,7 @@ def _draw(rng: random.Random) -> tuple[str, list[Constraint]]:
     for kind in sorted(kinds):
         arg = ""
         if kind == "words":
-            arg = str(rng.randint(5, 15))
+            arg = str(rng.randint(4, 10))  # short: a ~3M-parameter organism can count this far
         elif kind in ("keyword", "end", "start"):
             arg = rng.choice(bank)
         constraints.append((kind, arg))
