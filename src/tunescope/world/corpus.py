@@ -35,16 +35,16 @@ TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 class CorpusConfig:
     """How many examples of each source the corpus holds (finite pools repeat when asked for more)."""
 
-    fact_passes: int = 40  # each pass: one document per person, every fact once, random paraphrases
-    maths_docs: int = 3000  # worked solutions of train word problems (levels 1-3)
-    arithmetic_docs: int = 3000  # drills: 8 one-step equations per document
-    game24_docs: int = 1500  # solved train hands (J/Q/K = 10)
-    instruct_docs: int = 1500  # instruction / response pairs
+    fact_passes: int = 24  # each pass: one document per person, every fact once, random paraphrases
+    maths_docs: int = 2500  # worked solutions of train word problems (levels 1-3)
+    arithmetic_docs: int = 2500  # drills: 8 one-step equations per document
+    game24_docs: int = 2000  # solved train hands (J/Q/K = 10)
+    instruct_docs: int = 2000  # instruction / response pairs
     chat_maths: int = 1500  # chat examples per suite, train split only
-    chat_game24: int = 1000
-    chat_facts: int = 2500  # ~8 passes over the ~330 train questions
+    chat_game24: int = 2000
+    chat_facts: int = 1500  # ~5 passes over the 328 train questions
     chat_twohop: int = 200
-    chat_instruct: int = 2000
+    chat_instruct: int = 3500
 
     def scaled(self, factor: float) -> CorpusConfig:
         """Every count times `factor` (at least 1 each)."""
