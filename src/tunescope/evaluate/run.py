@@ -52,6 +52,7 @@ class EvalConfig:
     seed: int = 0  # sampling and bootstrap seed
     mc_mode: Literal["loglik", "generate", "both"] = "loglik"  # multiple choice: option likelihood, letter, both
     mc_template: str = "<answer>{choice}</answer>"  # scored continuation; {choice} = option text, {letter}
+    mc_cloze: bool = True  # items with meta["cloze"] (the option stated as a sentence) score that instead
     backend: Literal["auto", "hf", "vllm"] = "auto"  # auto = vLLM when installed and a GPU exists
     device: str = "auto"  # auto = cuda when available
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
@@ -253,7 +254,17 @@ LET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _option_text(cfg: EvalConfig, item: Item, j: int) -> str:
+    """The scored continuation of option j: the item's cloze sentence, or mc_template."""
+    if cfg.mc_cloze and item.meta.get("cloze"):
+        return item.meta["cloze"][j]
     return cfg.mc_template.format(choice=item.meta["choices"][j], letter=LET[j])
+
+
+def _shared_prefix(texts: list[str]) -> str:
+    """The part all options share, cut before a space so each option keeps its leading space as BPE
+    tokenises it (" purple", not " " + "purple"); it joins the context, not the scored part."""
+    common = os.path.commonprefix(texts)
+    return common if all(t == common for t in texts) else common[: max(common.rfind(" "), 0)]
 
 
 def _metric(m: ModelRef, suite: str, metric: str, per_item: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
@@ -272,15 +283,16 @@ def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _
         raise UserError(f"suite '{name}' has no test items")
     s = _Suite(name, task, items, [render(tok, it.prompt) for it in items])
     if task.kind == "choice":
-        prefix, _, _ = cfg.mc_template.partition("{")
-        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         for item, prompt in zip(items, s.prompts):
             if not item.meta.get("choices"):
                 raise UserError(f"suite '{name}' item {item.id} is multiple choice but has no meta['choices']")
-            for j in range(len(item.meta["choices"])):
-                text = _option_text(cfg, item, j)[len(prefix):]
+            texts = [_option_text(cfg, item, j) for j in range(len(item.meta["choices"]))]
+            cloze = cfg.mc_cloze and bool(item.meta.get("cloze"))
+            prefix = _shared_prefix(texts) if cloze else cfg.mc_template.partition("{")[0]
+            prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+            for text in texts:
                 s.contexts.append(prompt + prefix_ids)
-                s.options.append(tok(text, add_special_tokens=False)["input_ids"])
+                s.options.append(tok(text[len(prefix):], add_special_tokens=False)["input_ids"])
     return s
 
 

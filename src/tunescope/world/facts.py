@@ -10,6 +10,9 @@ Suites
             (the GPQA analogue: hard for a small model, near chance is expected)
 
 Both are kind "choice": `meta["choices"]` holds the four option texts, the answer is a letter
+(single facts also carry `meta["cloze"]`: each option stated as the fact, the continuation that
+log-likelihood scoring compares; two-hop questions have none, since stating the answer needs the
+intermediate entity)
 A-D, and `extract` reads the letter from <answer> so the same items work in "generated
 letter" mode. Distractors are drawn from the same attribute's values, so exactly one option
 is right. The world is fixed (WORLD_SEED) whatever the task seed: the seed only orders items
@@ -146,7 +149,9 @@ class FactsTask:
             prompt=_choice_prompt(question, choices),
             solution=f"{reasoning} That is option {letter}.",
             answer=letter,
-            meta={"choices": choices, "question": question, "attribute": attribute, "entity": entity},
+            meta={"choices": choices, "question": question, "attribute": attribute, "entity": entity,
+                  **({"cloze": [f"<think>{fact_sentence(entity, attribute, c, 0)}" for c in choices]}
+                     if self.hops == 1 else {})},
         )
 
     def count(self, split: Split) -> int:
