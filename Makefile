@@ -23,8 +23,10 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Two torch threads by default (a fixed count keeps resumed stages bit-identical; set
+# TUNESCOPE_THREADS=1 on a busy machine, where one thread per process is faster).
 demo: $(STAMP)
-	$(BIN)/tunescope run --out runs/demo
+	TUNESCOPE_THREADS=$${TUNESCOPE_THREADS:-2} $(BIN)/tunescope run --out runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
