@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from transformers import AutoModelForCausalLM
+from _models import perturb
 
 from tunescope.checkpoints import ModelRef
 from tunescope.cli import main
@@ -23,15 +22,7 @@ FAST = ["--n", "3", "--max-new-tokens", "8", "--batch-size", "4", "--set", "boot
 
 
 def checkpoint(src: Path, run: Path, step: int, noise: float = 0.0) -> Path:
-    d = run / "checkpoints" / f"step-{step:06d}"
-    shutil.copytree(src, d)
-    if noise:
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
-        g = torch.Generator().manual_seed(step)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
-        model.save_pretrained(str(d))
+    d = perturb(src, run / "checkpoints" / f"step-{step:06d}", noise, seed=step)
     (d / "tunescope.json").write_text(json.dumps({"step": step, "fraction": step / 20, "method": "sft"}))
     return d
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _models import perturb
 from scipy.special import log_softmax, rel_entr
 from transformers import AutoModelForCausalLM
 
@@ -15,18 +15,6 @@ from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
 from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
 from tunescope.world import SYSTEM_PROMPT, get_task
 from tunescope.world.task import format_completion
-
-
-def perturb(src: Path, dst: Path, scale: float, seed: int = 0) -> Path:
-    """A copy of a model directory with Gaussian noise added to every weight (a stand-in fine-tune)."""
-    shutil.copytree(src, dst)
-    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * p.std() * torch.randn(p.shape, generator=g))
-    model.save_pretrained(str(dst))
-    return dst
 
 
 @pytest.fixture(scope="module")
