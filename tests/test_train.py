@@ -243,3 +243,63 @@ def test_sft_on_a_jsonl_dataset(smoke_organism, tmp_path):
     (line,) = log(run)
     assert len(line["items"]) == 4 and set(line["items"]) <= {r["id"] for r in rows}
     assert json.loads((run / "run.json").read_text())["data"]["pool"] == 6
+
+
+def test_grpo_gradient_is_the_policy_gradient_of_the_task_reward(smoke_organism, tmp_path):
+    """One generation batch through TRL's GRPOTrainer with the study's settings (dr_grpo, rewards
+    not std-scaled, temperature 0.6; rewards correct + 0.2 tags, so that the smoke organism's group
+    rewards vary). Its gradient must equal a float64
+    recomputation from the decoded completions alone: rewards re-scored from the text and the
+    item, advantage = reward - mean of the prompt's group, loss = -sum A * log softmax(z / T)
+    over completion tokens / (completions x max_completion_length)."""
+    from collections import defaultdict
+
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.train.callbacks import StepRecorder
+    from tunescope.train.grpo import TAGS, build_grpo_trainer, grpo_args
+    from tunescope.train.run import common_args, load_model
+
+    cfg = load_budget("smoke", ["max_steps=1", "prompts_per_step=4", "grpo.num_generations=4",
+                                "micro_batch_size=16", "n_train_items=32", "max_completion_length=24",
+                                "grpo.temperature=0.6", "grpo.rewards=[correct,tags]",
+                                "grpo.reward_weights=[1.0,0.2]", "grpo.beta=0.0"])
+    lm, tok = load_model(smoke_organism)
+    task, pool = load_pool(cfg.task, None, cfg.n_train_items)
+    stream = prompt_stream(pool, cfg.prompts_per_step, cfg.seed)
+    trainer = build_grpo_trainer(lm, tok, stream, task, {it.id: it for it in pool}, cfg,
+                                 grpo_args(cfg, common_args(cfg, tmp_path), 1), [], StepRecorder())
+    torch.manual_seed(0)
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    trainer.model.zero_grad()
+    trainer.compute_loss(trainer.model, batch).backward()
+    got = {n: p.grad.double() for n, p in trainer.model.named_parameters()}
+
+    p_ids, p_mask = batch["prompt_ids"], batch["prompt_mask"]
+    c_ids, c_mask = batch["completion_ids"], batch["completion_mask"]
+    by_prompt = {it.prompt: it for it in stream}
+    items, rewards = [], []
+    for p, c, m in zip(p_ids, c_ids, c_mask):
+        item = next(it for text, it in by_prompt.items() if text in tok.decode(p))
+        text = tok.decode(c[m.bool()], skip_special_tokens=True)
+        items.append(item.id)
+        rewards.append(task.score(item, text) + 0.2 * 0.25 * sum(text.count(t) == 1 for t in TAGS))
+    groups = defaultdict(list)
+    for i, r in zip(items, rewards):
+        groups[i].append(r)
+    assert sorted(len(g) for g in groups.values()) == [4, 4, 4, 4]
+    adv = torch.tensor([r - sum(groups[i]) / 4 for i, r in zip(items, rewards)], dtype=torch.float64)
+    assert torch.allclose(batch["advantages"].double(), adv, atol=1e-6)
+    assert adv.abs().sum() > 0  # the batch carries a learning signal
+
+    ref = AutoModelForCausalLM.from_pretrained(smoke_organism).double().train()
+    ids, mask = torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1)
+    logits = ref(input_ids=ids, attention_mask=mask).logits[:, p_ids.shape[1] - 1:-1] / 0.6
+    logp = torch.log_softmax(logits, -1).gather(-1, c_ids[..., None])[..., 0]
+    loss = -(adv[:, None] * logp * c_mask).sum() / (len(ids) * cfg.max_completion_length)
+    loss.backward()
+    for name, p in ref.named_parameters():
+        assert p.grad.norm() > 0, name
+        assert (got[name] - p.grad).norm() <= 1e-4 * p.grad.norm(), name  # float32 vs float64
