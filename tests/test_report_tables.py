@@ -72,3 +72,14 @@ def test_report_renders_without_weights_or_interventions(tmp_path):
     assert "Final checkpoints" in page and "0.700 [0.60, 0.80] ±0.141" in page
     assert "(heatmaps" not in page and "relative weight change heatmaps: no data" in page
     assert (out / "tables" / "final.csv").is_file() and (out / "tables" / "findings.csv").is_file()
+
+
+def test_distribution_table_shows_the_last_step_and_a_blank_for_edited_models():
+    from tunescope.report.html import _last_rows, table
+
+    d = pd.DataFrame({"run": ["sft", "sft", "restore"], "seed": [0, 0, 0], "step": [0, 60, -1],
+                      "kl": [0.0, 0.25, 0.125]})
+    html = table(_last_rows(d))
+    assert "<td>sft</td><td>0</td><td>60</td><td>0.250</td>" in html
+    assert "<td>restore</td><td>0</td><td></td><td>0.125</td>" in html
+    assert "-1" not in html and "0.000" not in html

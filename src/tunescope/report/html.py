@@ -166,7 +166,9 @@ index-matched singular vectors; right: mean principal angle of the head, bulk an
 def _last_rows(d: pd.DataFrame | None) -> pd.DataFrame | None:
     if d is None or d.empty:
         return None
-    return d[d["step"] == d.groupby(["run", "seed"], dropna=False)["step"].transform("max")]
+    last = d[d["step"] == d.groupby(["run", "seed"], dropna=False)["step"].transform("max")]
+    step = pd.Series([int(s) if s >= 0 else None for s in last["step"]], index=last.index, dtype=object)
+    return last.assign(step=step)  # step -1 marks an edited model: shown blank
 
 
 def _ranking_wide(rank: pd.DataFrame | None) -> pd.DataFrame | None:
