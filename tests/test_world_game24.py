@@ -8,7 +8,16 @@ from fractions import Fraction
 
 import pytest
 
-from tunescope.world.game24 import SHAPED, FormulaError, evaluate, game24_ood_task, game24_task, judge, solve
+from tunescope.world.game24 import (
+    SHAPED,
+    FormulaError,
+    evaluate,
+    game24_ood_task,
+    game24_task,
+    judge,
+    solve,
+    values_seen_in_train,
+)
 from tunescope.world.task import format_completion
 
 
@@ -114,10 +123,30 @@ def test_all_gold_answers_are_correct_and_splits_disjoint(factory):
     test = task.items("test", task.count("test"))
     for item in train[:200] + test:
         assert task.score(item, format_completion(item.solution, item.answer)) == 1.0
-    key = lambda it: tuple(sorted(it.meta["values"]))  # noqa: E731
-    assert not {key(i) for i in train} & {key(i) for i in test}
+    hand = lambda it: tuple(sorted(it.meta["cards"]))  # noqa: E731
+    assert not {hand(i) for i in train} & {hand(i) for i in test}
+    assert len(train) + len(test) == len({hand(i) for i in train + test})
     if task.rule == "ood":
         assert all({"J", "Q", "K"} & set(i.meta["cards"]) for i in train + test)
         assert any(v > 10 for i in test for v in i.meta["values"])
     else:
         assert all(v <= 10 for i in train + test for v in i.meta["values"])
+
+
+def test_values_seen_in_train_finds_the_same_values_under_other_tens():
+    """An ID test hand's values appear in train exactly when swapping its 10-valued ranks
+    (10, J, Q, K) for others gives a train hand; OOD hands (J, Q, K distinct) are all new."""
+    task = game24_task()
+    train = {tuple(sorted(i.meta["cards"])) for i in task.items("train", task.count("train"))}
+    tens = ["10", "J", "Q", "K"]
+    seen = 0
+    for item in task.items("test", task.count("test")):
+        others = [c for c in item.meta["cards"] if c not in tens]
+        n_tens = 4 - len(others)
+        variants = {tuple(sorted(others + list(t))) for t in itertools.combinations_with_replacement(tens, n_tens)}
+        expected = bool(variants & train)
+        assert values_seen_in_train(item) == expected, item.meta["cards"]
+        seen += expected
+    assert 0 < seen < task.count("test")
+    ood = game24_ood_task()
+    assert not any(values_seen_in_train(i) for i in ood.items("test", ood.count("test")))
