@@ -89,3 +89,22 @@ def test_cli_check_validates_without_work(tmp_path, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--check"]) == 0
     assert "smoke" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
+
+
+def test_base_stage_key_follows_the_organism_cache_key(tmp_path, monkeypatch):
+    """An edit of the world or organism source makes a new organism (a new cache key); the base
+    stage's key, and with it every stage downstream, must change too rather than reuse results
+    computed on the old organism."""
+    import importlib
+
+    from tunescope.study.runner import build_stages
+    from tunescope.study.stages import stage_key
+
+    organism_build = importlib.import_module("tunescope.organism.build")  # the package exports build()
+    cfg = load_study(None, preset="smoke")
+    base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
+    before = stage_key(base, {})
+    assert base.config["cache_key"] == organism_build.cache_key(organism_build.recipe_for(cfg.base.organism), 0)
+    monkeypatch.setattr(organism_build, "_code_fingerprint", lambda: "edited-world")
+    base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
+    assert stage_key(base, {}) != before

@@ -127,7 +127,12 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             return {"model": str(Path(cfg.base.path).expanduser().resolve()) if Path(cfg.base.path).exists()
                     else cfg.base.path, "n_layers": _n_layers(cfg.base.path)}
     else:
-        base_conf = {"organism": cfg.base.organism, "seed": cfg.base.seed}
+        from tunescope.organism.build import cache_key, recipe_for
+
+        # the organism's cache key hashes its recipe and the world/organism source: an edit there
+        # makes a new organism, and every stage that read the old one is stale
+        base_conf = {"organism": cfg.base.organism, "seed": cfg.base.seed,
+                     "cache_key": cache_key(recipe_for(cfg.base.organism), cfg.base.seed)}
 
         def base_fn(ctx: Context) -> dict[str, Any]:
             from tunescope.organism import build
