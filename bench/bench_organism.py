@@ -103,6 +103,13 @@ def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32
         results[name] = {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n,
                          "truncated": round(sum(g[0].truncated for g in gens) / n, 3),
                          "example": gens[0][0].text[:300], "seconds": round(time.perf_counter() - t0, 1)}
+        if name == "game24":  # recall (values of some train hand) vs new arithmetic
+            from tunescope.world.game24 import values_seen_in_train
+
+            for key, keep in (("game24_seen_values", True), ("game24_new_values", False)):
+                part = [sc for it, sc in zip(items, scores) if values_seen_in_train(it) == keep]
+                results[key] = {"accuracy": round(sum(part) / len(part), 3), "ci95": _wilson(int(sum(part)), len(part)),
+                                "n": len(part)}
         print(f"{name}: {results[name]['accuracy']}", file=sys.stderr, flush=True)
     return results
 
