@@ -71,7 +71,7 @@ def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32
     import torch
 
     from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
-    from tunescope.organism.pretrain import cpu_threads
+    from tunescope.threads import cpu_threads
     from tunescope.world import get_task
 
     torch.set_num_threads(cpu_threads())

@@ -50,6 +50,7 @@ from tunescope.analyse.layout import Part, parts, read_config
 from tunescope.errors import UserError
 from tunescope.naming import Selector, parse_selector
 from tunescope.provenance import provenance, write_json
+from tunescope.threads import cpu_threads
 from tunescope.weights import WeightFiles
 
 DEFAULT_RANKS = (0.01, 0.05, 0.1, 0.2, 0.5)
@@ -122,18 +123,6 @@ def _device(device: str | None) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device} asked for but CUDA is not available; use --device cpu")
     return torch.device(device)
-
-
-def cpu_threads() -> int:
-    """Threads for CPU SVDs: `TUNESCOPE_THREADS` when set (bit-exact reruns), else the idle cores.
-
-    LAPACK's threads spin while they wait; on an oversubscribed machine two threads made an SVD
-    4-10x slower than one in our measurements, so we never ask for more cores than are idle.
-    """
-    if os.environ.get("TUNESCOPE_THREADS"):
-        return max(1, int(os.environ["TUNESCOPE_THREADS"]))
-    idle = (os.cpu_count() or 1) - os.getloadavg()[0]
-    return max(1, min(torch.get_num_threads(), int(idle + 0.5)))
 
 
 def _selected(p: Part, sels: list[Selector]) -> bool:

@@ -34,6 +34,7 @@ from transformers import (
 )
 
 from tunescope.organism.tokenizer import render
+from tunescope.threads import torch_threads
 
 
 def pack(tokenizer: PreTrainedTokenizerFast, examples: list[dict], context: int, seed: int) -> torch.Tensor:
@@ -82,26 +83,16 @@ class _Progress(TrainerCallback):
         self.bar.close()
 
 
-def cpu_threads() -> int:
-    """Intra-op threads for training: `TUNESCOPE_THREADS`, else all cores unless the machine is busy.
-
-    On a shared CPU, several processes that each spin `cpu_count` OpenMP threads slow each other
-    down far more than the lost parallelism costs (measured here: one thread ran 3x faster than
-    two at a load average of 10 on 2 cores), so a busy machine gets one thread. Thread count can
-    change float summation order, so it is recorded in the sidecar.
-    """
-    if os.environ.get("TUNESCOPE_THREADS"):
-        return max(1, int(os.environ["TUNESCOPE_THREADS"]))
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] > cores - 0.5
-    return 1 if busy else cores
-
-
 def pretrain(config: LlamaConfig, blocks: torch.Tensor, *, seed: int, epochs: float, batch_size: int, lr: float,
              warmup: float, weight_decay: float, desc: str = "pretrain") -> tuple[LlamaForCausalLM, dict[str, Any]]:
     """Train a freshly initialised Llama on `blocks` (N, T); return the model and training stats."""
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
+    with torch_threads():
+        return _pretrain(config, blocks, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+                         weight_decay=weight_decay, desc=desc)
+
+
+def _pretrain(config: LlamaConfig, blocks: torch.Tensor, *, seed: int, epochs: float, batch_size: int, lr: float,
+              warmup: float, weight_decay: float, desc: str) -> tuple[LlamaForCausalLM, dict[str, Any]]:
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     total_steps = int(len(blocks) // batch_size * epochs)
@@ -158,5 +149,4 @@ def pretrain(config: LlamaConfig, blocks: torch.Tensor, *, seed: int, epochs: fl
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
-    torch.set_num_threads(threads_before)
     return model, stats

@@ -20,12 +20,11 @@ wall time; the report reads it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from tunescope.study.config import (
     spec_suites,
 )
 from tunescope.study.stages import Context, Stage, StageRunner
+from tunescope.threads import torch_threads
 
 
 def seed_of(cfg: StudyConfig, run: str, seed: int) -> int:
@@ -277,30 +277,12 @@ def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
         ecfg = eval_config(eval_cfg["settings"])
         reference = Path(ctx.inputs["base"]["result"]["model"]) if eval_cfg["kl"] else None
         specs = eval_cfg.get("task_specs", {})
-        with _cpu_threads() as threads:
+        with torch_threads() as threads:
             evaluate(refs, [s for s in eval_cfg["suites"] if s not in specs], ctx.out, ecfg, reference=reference,
                      task_specs=[p for p, _ in specs.values()], data=list(eval_cfg.get("data", {})))
         return {"models": [str(r.path) for r in refs], "torch_threads": threads}
     # resumable: evaluate() keeps finished checkpoints in its output directory and skips them
     return Stage(name, "evaluate", eval_cfg, fn, inputs=inputs, estimate_s=estimate_s, resumable=True)
-
-
-@contextlib.contextmanager
-def _cpu_threads() -> Iterator[int]:
-    """Torch intra-op threads for a stage: one on a busy shared CPU (see organism.pretrain.cpu_threads)."""
-    import torch
-
-    try:
-        from tunescope.organism.pretrain import cpu_threads
-    except ImportError:
-        yield torch.get_num_threads()
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads())
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def _diff_fn(name: str) -> Callable[[Context], dict[str, Any]]:
@@ -309,7 +291,7 @@ def _diff_fn(name: str) -> Callable[[Context], dict[str, Any]]:
 
         base = Path(ctx.inputs["base"]["result"]["model"])
         ckpts = list_checkpoints(ctx.inputs[f"train/{name}"]["result"]["run"])
-        with _cpu_threads():
+        with torch_threads():
             diff(base, ckpts, ctx.out / "diff.csv")
         return {"table": str(ctx.out / "diff.csv")}
     return fn
@@ -320,7 +302,7 @@ def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) ->
         from tunescope.analyse.spectrum import spectrum
 
         r, t = resolve_ref(cfg, ref, ctx.inputs), resolve_ref(cfg, target, ctx.inputs)
-        with _cpu_threads():
+        with torch_threads():
             spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=ranks)
         return {"reference": str(r.path), "target": str(t.path), "reference_step": r.step, "target_step": t.step}
     return fn
@@ -332,7 +314,7 @@ def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], dict[str, 
 
         iv = cfg.interventions[name]
         r, t = resolve_ref(cfg, iv.reference, ctx.inputs), resolve_ref(cfg, iv.target, ctx.inputs)
-        with _cpu_threads():
+        with torch_threads():
             model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
                             alpha=iv.alpha)
         return {"model": str(model), "reference": str(r.path), "target": str(t.path),
@@ -397,7 +379,7 @@ def run_study(cfg: StudyConfig, out: str | Path) -> Path:
     out = Path(out)
     # One torch thread unless the user says otherwise: thread count changes float summation order, so a
     # fixed count makes a resumed stage give the same numbers whatever the machine's load; and on a shared
-    # CPU one thread is also the fastest (see tunescope.organism.pretrain.cpu_threads).
+    # CPU one thread is also the fastest (see tunescope.threads).
     pinned = "TUNESCOPE_THREADS" not in os.environ
     if pinned:
         os.environ["TUNESCOPE_THREADS"] = "1"

@@ -29,6 +29,7 @@ from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.fsutil import atomic_dir, check_writable_parent
 from tunescope.provenance import provenance, write_json
+from tunescope.threads import torch_threads
 from tunescope.train.callbacks import (
     RunCallback,
     StepProgress,
@@ -251,15 +252,10 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     import torch
 
-    threads_before = torch.get_num_threads()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(_cpu_threads())
     t0 = time.perf_counter()
-    try:
+    gpu = torch.cuda.is_available()  # on a GPU, torch's CPU threads stay as they are
+    with torch_threads(torch.get_num_threads() if gpu else None) as threads:
         trainer.train(resume_from_checkpoint=str(state) if state is not None else None)
-    finally:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- finish
@@ -282,21 +278,6 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     if len(set(digests)) > 1:
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
     return run
-
-
-def _cpu_threads() -> int:
-    """CPU intra-op threads: TUNESCOPE_THREADS, else all cores unless the machine is busy (then 1).
-
-    Generation is many tiny matmuls; on a shared CPU, spinning OpenMP threads of several processes
-    slow each other badly (measured here: sampling 64 x 96 tokens from the smoke organism took 36 s
-    with 2 threads and 1.4 s with 1 at load ~13 on 2 cores). The count changes float summation order,
-    so it is recorded in run.json; set TUNESCOPE_THREADS when bit-exact resumes matter.
-    """
-    try:
-        from tunescope.organism.pretrain import cpu_threads
-    except ImportError:
-        return max(1, int(os.environ.get("TUNESCOPE_THREADS", "0")) or os.cpu_count() or 1)
-    return cpu_threads()
 
 
 def _check_vllm() -> None:
