@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 N_ITEMS = {"facts": 0, "maths": 150, "game24": 0, "instruct": 150, "maths_hard": 60, "game24_ood": 60,
-           "twohop": 0}  # 0: the whole test split (facts 72, game24 280 hands, twohop 64 questions)
+           "twohop": 0}  # 0: the whole test split (facts 72, game24 270 hands, twohop 64 questions)
 MAX_NEW_TOKENS = 192
 TARGETS = {"facts_mc": (0.80, 1.0), "maths": (0.10, 0.70), "game24": (0.05, 1.0), "instruct": (0.30, 1.0)}
 
