@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -60,23 +59,15 @@ def bench_generation(path: Path) -> dict:
 
 
 def bench_run(path: Path, work: Path) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _models import perturb  # the tests' stand-in fine-tune: Gaussian noise on every weight
 
     from tunescope.checkpoints import resolve_models
     from tunescope.evaluate import EvalConfig, evaluate
 
     run = work / "run"
     for step, noise in ((0, 0.0), (50, 0.05), (100, 0.1)):
-        d = run / "checkpoints" / f"step-{step:06d}"
-        shutil.copytree(path, d)
-        if noise:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-            g = torch.Generator().manual_seed(step)
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(noise * p.std() * torch.randn(p.shape, generator=g))
-            model.save_pretrained(str(d))
+        d = perturb(path, run / "checkpoints" / f"step-{step:06d}", noise, seed=step)
         (d / "tunescope.json").write_text(json.dumps({"step": step, "fraction": step / 100, "method": "noise"}))
     cfg = EvalConfig(n=32, max_new_tokens=128, batch_size=32, kl_items=32)
     t0 = time.perf_counter()
