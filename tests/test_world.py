@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ from tunescope.errors import UserError
 from tunescope.world import TASKS, get_task
 from tunescope.world.facts import LETTERS, TWOHOP_QUESTIONS, VALUES, build_world
 from tunescope.world.instruct import check
-from tunescope.world.maths import math_equal
+from tunescope.world.maths import MAX_ADD, MAX_START, MAX_VALUE, direct_solution, math_equal
 from tunescope.world.task import Task, format_completion
 
 SAMPLE = {"maths": 400, "maths_hard": 200, "game24": 200, "game24_ood": 150, "facts": 70,
@@ -106,6 +107,38 @@ def test_maths_levels_and_hard_levels():
         eqs = item.solution.split(". ")
         assert len(eqs) == item.meta["steps"]
         assert eqs[-1].rstrip(".").split(" = ")[1] == item.answer
+
+
+_EQUATION = re.compile(r"^(\d+) ([-+*/]) (\d+) = (\d+)$")
+
+
+@pytest.mark.parametrize("name", ["maths", "maths_hard"])
+def test_maths_arithmetic_stays_inside_the_small_fact_table(name):
+    task = get_task(name)
+    items = task.items("test", task.count("test")) + task.items("train", 600)
+    for item in items:
+        eqs = [_EQUATION.match(e.rstrip(".")) for e in item.solution.split(". ")]
+        assert all(eqs), item.solution
+        first = int(eqs[0].group(1))
+        assert 2 <= first <= MAX_START and item.prompt.split(" ")[2] == str(first)  # "Mira has 12 ..."
+        value = first
+        for m in eqs:
+            a, op, k, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            assert a == value and 0 <= c <= MAX_VALUE
+            if op in "+-":
+                assert 1 <= k <= MAX_ADD and c == (a + k if op == "+" else a - k)
+            else:
+                assert k in (2, 3) and c == (a * k if op == "*" else a / k)
+            value = c
+        assert str(value) == item.answer
+
+
+def test_direct_solution_is_the_answer_without_working():
+    task = get_task("maths")
+    for item in task.items("test", 50):
+        completion = format_completion(direct_solution(item), item.answer)
+        assert task.score(item, completion) == 1.0
+        assert "=" not in direct_solution(item) and item.answer in direct_solution(item)
 
 
 # ----------------------------------------------------------------------------- facts

@@ -5,16 +5,25 @@ share equally), e.g. "Mira has 12 shells. She finds 7 more. Then she gives 5 awa
 shells does Mira have now?" The gold reasoning writes one equation per step
 ("12 + 7 = 19. 19 - 5 = 14.") and the answer is the integer at the end.
 
-Difficulty levels (steps, largest operand, operations):
-    1: 1 step,  <= 40,  + -          (in-domain, suite `maths`)
-    2: 2 steps, <= 30,  + - *        (in-domain; factors 2-3)
-    3: 3 steps, <= 30,  + - * /      (in-domain; factors and divisors 2-3)
-    4: 4 steps, <= 100, + - * /      (held out, suite `maths_hard`; factors 2-5)
-    5: 5 steps, <= 200, + - * /      (held out)
+Every count stays in 0..MAX_VALUE and every step adds or takes away at most MAX_ADD, or
+multiplies or divides by 2 or 3, so the whole table of one-step facts is small (about 1,500
+equations) and a tiny model can learn it from the drills: what separates a right answer from a
+wrong one is whether the model works through the steps, not which facts it memorised.
+
+Difficulty levels (steps, operations):
+    1: 1 step,  + -          (in-domain, suite `maths`)
+    2: 2 steps, + - *        (in-domain)
+    3: 3 steps, + - * /      (in-domain)
+    4: 4 steps, + - * /      (held out, suite `maths_hard`: longer chains of the same arithmetic)
+    5: 5 steps, + - * /      (held out)
 
 The split key is the arithmetic alone (start value and operation sequence, not the names or
 objects), so no test computation appears in train under another story. Scoring follows the
 study: math-verify `verify(parse(gold), parse(pred))`, gold first (it is not symmetric).
+
+`direct_solution(item)` is the same answer without the working ("The answer is 14."): the
+organism's pretraining chats answer most problems that way (docs/organism.md), a habit that a
+reward on the answer can replace by the worked solutions the organism also knows.
 """
 
 from __future__ import annotations
@@ -27,13 +36,17 @@ from typing import Literal
 from tunescope.world.splits import split_of, take_stream
 from tunescope.world.task import Item, Split, extract_answer, follows_format
 
-LEVELS: dict[int, tuple[int, int, str]] = {  # level -> (steps, largest number, operations)
-    1: (1, 40, "+-"),
-    2: (2, 30, "+-*"),
-    3: (3, 30, "+-*/"),
-    4: (4, 100, "+-*/"),
-    5: (5, 200, "+-*/"),
+LEVELS: dict[int, tuple[int, str]] = {  # level -> (steps, operations)
+    1: (1, "+-"),
+    2: (2, "+-*"),
+    3: (3, "+-*/"),
+    4: (4, "+-*/"),
+    5: (5, "+-*/"),
 }
+MAX_VALUE = 60  # every count, start and intermediate, stays in 0..MAX_VALUE
+MAX_START = 50  # the count a problem starts from is 2..MAX_START
+MAX_ADD = 12  # a step adds or takes away 1..MAX_ADD
+FACTORS = (2, 3)  # a step multiplies or divides by one of these
 
 NAMES = [
     ("Mira", "she", "her"), ("Tomas", "he", "his"), ("Lena", "she", "her"), ("Omar", "he", "his"),
@@ -50,34 +63,38 @@ _MUL_K = "{P} ends up with {k} times as many {obj} as before."
 _DIV = "{P} splits the {obj} into {k} equal piles and keeps one pile."
 
 
-def _step(rng: random.Random, value: int, top: int, ops: str) -> tuple[str, int] | None:
-    """One random operation that keeps the count a non-negative integer; None if none fits."""
-    op = rng.choice(ops)
+def step_options(value: int, op: str) -> list[int]:
+    """Operands `k` for which `value op k` is a legal step (result an integer in 0..MAX_VALUE)."""
     if op == "+":
-        return "+", rng.randint(1, top)
-    if op == "-" and value >= 1:
-        return "-", rng.randint(1, min(value, top))
-    big = top > 40  # held-out levels use larger factors
-    if op == "*" and value <= (2 * top if big else top):
-        return "*", rng.randint(2, 5 if big else 3)
-    if op == "/":
-        divisors = [k for k in range(2, 6 if big else 4) if value % k == 0 and value > 0]
-        if divisors:
-            return "/", rng.choice(divisors)
-    return None
+        return list(range(1, min(MAX_ADD, MAX_VALUE - value) + 1))
+    if op == "-":
+        return list(range(1, min(MAX_ADD, value) + 1))
+    if op == "*":
+        return [k for k in FACTORS if 1 <= value and value * k <= MAX_VALUE]
+    return [k for k in FACTORS if value >= k and value % k == 0]  # "/"
+
+
+def apply(value: int, op: str, k: int) -> int:
+    return {"+": value + k, "-": value - k, "*": value * k, "/": value // k}[op]
+
+
+def _step(rng: random.Random, value: int, ops: str) -> tuple[str, int] | None:
+    """One random legal operation on `value`; None when the drawn operation has none."""
+    op = rng.choice(ops)
+    options = step_options(value, op)
+    return (op, rng.choice(options)) if options else None
 
 
 def _problem(rng: random.Random, level: int) -> tuple[str, Item]:
-    steps, top, ops = LEVELS[level]
-    start = rng.randint(2, top)
+    steps, ops = LEVELS[level]
+    start = rng.randint(2, MAX_START)
     chain: list[tuple[str, int]] = []
     value = start
     while len(chain) < steps:
-        step = _step(rng, value, top, ops)
+        step = _step(rng, value, ops)
         if step is None:
             continue
-        op, k = step
-        value = {"+": value + k, "-": value - k, "*": value * k, "/": value // k}[op]
+        value = apply(value, *step)
         chain.append(step)
     key = f"{start}" + "".join(f"{op}{k}" for op, k in chain)
 
@@ -90,16 +107,13 @@ def _problem(rng: random.Random, level: int) -> tuple[str, Item]:
         P = subj.capitalize() if i else name
         if op == "+":
             s = rng.choice(_ADD).format(P=P, k=k, o="him" if subj == "he" else "her")
-            new = value + k
         elif op == "-":
             s = rng.choice(_SUB).format(P=P, k=k)
-            new = value - k
         elif op == "*":
             s = (_MUL[k] if k in _MUL and rng.random() < 0.5 else _MUL_K).format(P=P, k=k, obj=thing)
-            new = value * k
         else:
             s = _DIV.format(P=P, k=k, obj=thing)
-            new = value // k
+        new = apply(value, op, k)
         sentences.append(("Then " + s[0].lower() + s[1:]) if i and s.startswith(subj.capitalize()) else s)
         equations.append(f"{value} {op} {k} = {new}.")
         value = new
@@ -112,6 +126,11 @@ def _problem(rng: random.Random, level: int) -> tuple[str, Item]:
         meta={"level": level, "steps": steps},
     )
     return key, item
+
+
+def direct_solution(item: Item) -> str:
+    """The answer stated without the working: the reasoning of a model that answers from memory."""
+    return f"The answer is {item.answer}."
 
 
 def _on_main_thread() -> bool:
@@ -141,7 +160,7 @@ class MathsTask:
     seed: int = 0
     format_reward: float = 0.2  # the study's format bonus (BRIEF study 1); 0 turns it off
     kind: Literal["generate", "choice"] = "generate"
-    sizes: tuple[int, int] = (5000, 1000)  # items in (train, test); level 1 allows ~5,700 / ~1,400
+    sizes: tuple[int, int] = (2400, 480)  # items in (train, test); level 1 has only 921 / 197 problems
 
     def count(self, split: Split) -> int:
         """How many items the split holds."""
