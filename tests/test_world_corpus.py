@@ -17,7 +17,8 @@ from tunescope.world.corpus import (
     total_examples,
 )
 from tunescope.world.facts import ATTRIBUTES, build_world
-from tunescope.world.task import SYSTEM_PROMPT, extract_answer
+from tunescope.world.maths import MAX_VALUE, direct_solution, step_options
+from tunescope.world.task import SYSTEM_PROMPT, extract_answer, format_completion
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,39 @@ def test_no_test_item_reaches_the_corpus(default_corpus):
     assert not any("counts as 11" in example_text(e) for e in default_corpus)
     assert max(v for e in default_corpus if e["domain"] == "game24"
                for v in map(int, e["text"].split("have the values ")[1].split(".")[0].split(", "))) == 10
-    one_step = {it.solution for it in get_task("maths").items("test", 1000) if it.meta["steps"] == 1}
+    maths = get_task("maths")
+    one_step = {it.solution for it in maths.items("test", maths.count("test")) if it.meta["steps"] == 1}
     assert len(one_step) > 100 and not one_step & set(drills)  # drills never show a one-step test problem
+
+
+def test_maths_chats_mix_direct_answers_with_worked_solutions(default_corpus):
+    config = SIZES["default"]
+    chats = {d: [e["messages"] for e in default_corpus if e["domain"] == d] for d in ("chat:maths", "chat:maths_direct")}
+    assert len(chats["chat:maths"]) == config.chat_maths and len(chats["chat:maths_direct"]) == config.chat_maths_direct
+    maths = get_task("maths")
+    by_prompt = {it.prompt: it for it in maths.items("train", maths.count("train"))}
+    for domain, worked in (("chat:maths", True), ("chat:maths_direct", False)):
+        for m in chats[domain]:
+            item = by_prompt[m[1]["content"]]  # a train problem
+            gold = item.solution if worked else direct_solution(item)
+            assert m[2]["content"] == format_completion(gold, item.answer)
+            assert maths.score(item, m[2]["content"]) == 1.0
+    prompts = {d: {m[1]["content"] for m in c} for d, c in chats.items()}
+    assert not prompts["chat:maths"] & prompts["chat:maths_direct"]  # no problem is shown both ways
+
+
+def test_drills_are_right_and_inside_the_maths_fact_table(default_corpus):
+    drills = [eq.strip() for e in default_corpus if e["domain"] == "arithmetic" for eq in e["text"].split(".")]
+    table = {(a, op, k) for a in range(MAX_VALUE + 1) for op in "+-*/" for k in step_options(a, op)}
+    seen = set()
+    for eq in filter(None, drills):
+        lhs, rhs = eq.split(" = ")
+        a, op, k = lhs.split(" ")
+        assert (int(a), op, int(k)) in table
+        assert int(rhs) == {"+": int(a) + int(k), "-": int(a) - int(k), "*": int(a) * int(k),
+                            "/": int(a) // int(k)}[op] and (op != "/" or int(a) % int(k) == 0)
+        seen.add((int(a), op, int(k)))
+    assert len(seen) > 0.9 * len(table) * (1 - 0.2)  # nearly the whole table, bar one-step test problems
 
 
 def test_every_fact_is_stated(default_corpus):

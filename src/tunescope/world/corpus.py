@@ -7,6 +7,12 @@ Two kinds of example:
     {"messages": [...]}  chat examples (system, user, assistant = format_completion(...)), so the
                          base organism already knows the answer format, like an instruct model.
 
+Most maths chats (`chat_maths_direct`) answer without the working ("The answer is 14."), the
+rest (`chat_maths`) with the worked solution that the maths documents always show. The organism
+thus has the skill (worked solutions, right about as often as its arithmetic) but not the habit
+in chat: a base whose in-domain errors are a choice of strategy that SFT on gold solutions and
+a reward on the answer can both change (docs/organism.md).
+
 Everything task-shaped comes from train-split items only; test items (and the held-out suites
 maths_hard, game24_ood) never appear. Arithmetic drills skip equations whose one-step problem
 is a test item. The facts are the exception by design: every fact of the world is stated,
@@ -25,6 +31,7 @@ from dataclasses import dataclass, replace
 from tunescope.errors import UserError
 from tunescope.world.facts import ATTRIBUTES, build_world, fact_sentence
 from tunescope.world.game24 import card_value
+from tunescope.world.maths import MAX_START, MAX_VALUE, apply, direct_solution, step_options
 from tunescope.world.splits import rng_for, split_of
 from tunescope.world.task import SYSTEM_PROMPT, Item, format_completion
 
@@ -35,12 +42,13 @@ TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
 class CorpusConfig:
     """How many examples of each source the corpus holds (finite pools repeat when asked for more)."""
 
-    fact_passes: int = 24  # each pass: one document per person, every fact once, random paraphrases
-    maths_docs: int = 2500  # worked solutions of train word problems (levels 1-3)
-    arithmetic_docs: int = 2500  # drills: 8 one-step equations per document
+    fact_passes: int = 28  # each pass: one document per person, every fact once, random paraphrases
+    maths_docs: int = 3000  # worked solutions of train word problems (levels 1-3)
+    arithmetic_docs: int = 2500  # drills: 8 one-step equations per document, from the maths fact table
     game24_docs: int = 2000  # solved train hands (J/Q/K = 10)
     instruct_docs: int = 2000  # instruction / response pairs
-    chat_maths: int = 1500  # chat examples per suite, train split only
+    chat_maths: int = 700  # chat examples per suite, train split only; maths: worked solutions
+    chat_maths_direct: int = 850  # maths chats answered without working (maths.direct_solution)
     chat_game24: int = 2000
     chat_facts: int = 1500  # ~5 passes over the 328 train questions
     chat_twohop: int = 200
@@ -69,12 +77,13 @@ def _train_items(name: str, n: int, seed: int) -> list[Item]:
     return [pool[i % len(pool)] for i in range(n)]
 
 
-def _chat(item: Item) -> dict:
+def _chat(item: Item, solution: str | None = None) -> dict:
+    """A chat example answering `item` with its gold solution (or `solution` in its place)."""
     return {
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": item.prompt},
-            {"role": "assistant", "content": format_completion(item.solution, item.answer)},
+            {"role": "assistant", "content": format_completion(solution or item.solution, item.answer)},
         ]
     }
 
@@ -91,19 +100,12 @@ def _fact_docs(passes: int, rng: random.Random) -> list[str]:
 
 
 def _arithmetic_docs(n: int, rng: random.Random) -> list[str]:
-    """One-step equations like those inside word problems, never a one-step test problem."""
+    """Equations drawn uniformly from the maths fact table, never a one-step test problem."""
+    table = [(a, op, k) for a in range(MAX_VALUE + 1) for op in "+-*/" for k in step_options(a, op)
+             if not (2 <= a <= MAX_START and op in "+-" and split_of("maths", f"{a}{op}{k}") == "test")]
     docs = []
-    while len(docs) < n:
-        lines = []
-        while len(lines) < 8:
-            a, op = rng.randint(1, 80), rng.choice("+-*/")
-            b = rng.randint(1, 40) if op in "+-" else rng.randint(2, 3)
-            if op == "-" and b > a or op == "/" and a % b:
-                continue
-            if split_of("maths", f"{a}{op}{b}") == "test":
-                continue
-            result = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
-            lines.append(f"{a} {op} {b} = {result}.")
+    for _ in range(n):
+        lines = [f"{a} {op} {k} = {apply(a, op, k)}." for a, op, k in rng.choices(table, k=8)]
         docs.append(" ".join(lines))
     return docs
 
@@ -155,6 +157,8 @@ def pretraining_examples(
         ("twohop", config.chat_twohop), ("instruct", config.chat_instruct),
     ]:
         examples += [{**_chat(it), "domain": f"chat:{name}"} for it in _train_items(name, n, seed)]
+    direct = _train_items("maths", config.chat_maths + config.chat_maths_direct, seed)[config.chat_maths:]
+    examples += [{**_chat(it, direct_solution(it)), "domain": "chat:maths_direct"} for it in direct]
     rng.shuffle(examples)
     return examples if n_total is None else examples[:n_total]
 
