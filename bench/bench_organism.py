@@ -8,7 +8,11 @@ Capabilities, on the test split of each world task (items never seen in pretrain
   </think><answer>X</answer>`), argmax over options (`facts_mc`); also with `tunescope eval`'s
   default continuation `<answer>{option text}</answer>` (`facts_mc_answer_tag`), with the default study's
   `mc_template` (`facts_mc_study`), and greedy;
-- maths, maths_hard, game24, game24_ood, instruct, twohop: greedy generation scored by `task.score`.
+- maths, maths_hard, game24, game24_ood, instruct, twohop: greedy generation scored by `task.score`;
+- maths strategy (`maths_strategy`): how often the greedy answer skips the working ("The answer
+  is N."), and at the study's GRPO temperature (0.6, 8 samples) the share of worked answers, the
+  accuracy of each kind, mean@8 and pass@8, and the accuracy when the working is forced (the
+  answer prefilled with `<think>` and the start number): the skill a change of habit can reach.
 The issue's targets: facts MC >= 80%, maths 10-70%, game24 >= 5%, instruct >= 30%, pretraining
 <= 10 minutes on 2 cores. The CPU is shared, so the load average is recorded with the timings.
 """
@@ -66,6 +70,40 @@ def _answer_tag(item, i: int) -> str:
     return f"<answer>{item.meta['choices'][i]}</answer>"
 
 
+def _maths_strategy(engine, tok, task, items, prompts, greedy: list[str], batch_size: int, samples: int = 8) -> dict:
+    """Direct vs worked answers on maths items: the habit (greedy, sampled) and the skill (forced)."""
+    from tunescope.world.maths import direct_solution
+
+    direct_prefix = "<think>" + direct_solution(items[0]).split(items[0].answer)[0]  # "<think>The answer is "
+
+    def is_direct(text: str) -> bool:
+        return text.startswith(direct_prefix)
+
+    sampled = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, temperature=0.6, n_samples=samples,
+                              batch_size=batch_size // 2, seed=1)
+    kinds: dict[bool, list[float]] = {True: [], False: []}
+    passes = 0
+    for it, gens in zip(items, sampled):
+        scores = [task.score(it, g.text) for g in gens]
+        passes += max(scores) > 0
+        for g, sc in zip(gens, scores):
+            kinds[is_direct(g.text)].append(sc)
+    starts = ["<think>" + it.solution.split(" ")[0] for it in items]
+    forced = engine.generate([p + tok(s, add_special_tokens=False)["input_ids"] for p, s in zip(prompts, starts)],
+                             max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, batch_size=batch_size)
+    k_forced = sum(task.score(it, s + g[0].text) for it, s, g in zip(items, starts, forced))
+    n, total = len(items), len(kinds[True]) + len(kinds[False])
+    return {
+        "greedy_direct_share": round(sum(map(is_direct, greedy)) / n, 3),
+        "sampled_worked_share": round(len(kinds[False]) / total, 3),
+        "sampled_accuracy_worked": round(sum(kinds[False]) / max(1, len(kinds[False])), 3),
+        "sampled_accuracy_direct": round(sum(kinds[True]) / max(1, len(kinds[True])), 3),
+        f"mean_at_{samples}": round((sum(kinds[True]) + sum(kinds[False])) / total, 3),
+        f"pass_at_{samples}": round(passes / n, 3), "pass_ci95": _wilson(passes, n),
+        "forced_worked_accuracy": round(k_forced / n, 3), "forced_ci95": _wilson(int(k_forced), n), "n": n,
+    }
+
+
 def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32) -> dict:
     """Accuracy (with a 95% Wilson interval) of the organism at `path` on every world task."""
     import torch
@@ -110,6 +148,9 @@ def evaluate(path: Path, n_items: dict[str, int] = N_ITEMS, batch_size: int = 32
                 part = [sc for it, sc in zip(items, scores) if values_seen_in_train(it) == keep]
                 results[key] = {"accuracy": round(sum(part) / len(part), 3), "ci95": _wilson(int(sum(part)), len(part)),
                                 "n": len(part)}
+        if name in ("maths", "maths_hard"):
+            results[f"{name}_strategy"] = _maths_strategy(engine, tok, task, items, prompts,
+                                                          [g[0].text for g in gens], batch_size)
         print(f"{name}: {results[name]['accuracy']}", file=sys.stderr, flush=True)
     return results
 
