@@ -1,6 +1,7 @@
 """Organism benchmark: build the `default` organism (pretraining time) and measure what it can do.
 
     .venv/bin/python -m bench bench_organism      # or: .venv/bin/python bench/bench_organism.py
+    .venv/bin/python bench/bench_organism.py strategy MODEL_DIR ...   # maths strategy of any checkpoint
 
 Capabilities, on the test split of each world task (items never seen in pretraining):
 - facts (MMLU analogue), by option log-likelihood: for each of the four options, the log-likelihood
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from pathlib import Path
 N_ITEMS = {"facts": 0, "maths": 150, "game24": 0, "instruct": 150, "maths_hard": 60, "game24_ood": 60,
            "twohop": 0}  # 0: the whole test split (facts 72, game24 270 hands, twohop 64 questions)
 MAX_NEW_TOKENS = 192
+_EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 TARGETS = {"facts_mc": (0.80, 1.0), "maths": (0.10, 0.70), "game24": (0.05, 1.0), "instruct": (0.30, 1.0)}
 
 
@@ -72,7 +75,7 @@ def _answer_tag(item, i: int) -> str:
 
 def _maths_strategy(engine, tok, task, items, prompts, greedy: list[str], batch_size: int, samples: int = 8) -> dict:
     """Direct vs worked answers on maths items: the habit (greedy, sampled) and the skill (forced)."""
-    from tunescope.world.maths import direct_solution
+    from tunescope.world.maths import apply, direct_solution
 
     direct_prefix = "<think>" + direct_solution(items[0]).split(items[0].answer)[0]  # "<think>The answer is "
 
@@ -82,12 +85,18 @@ def _maths_strategy(engine, tok, task, items, prompts, greedy: list[str], batch_
     sampled = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, temperature=0.6, n_samples=samples,
                               batch_size=batch_size // 2, seed=1)
     kinds: dict[bool, list[float]] = {True: [], False: []}
-    passes = 0
+    passes, equations = 0, [0, 0]  # [right, all] equations "a op b = c" in worked samples
     for it, gens in zip(items, sampled):
         scores = [task.score(it, g.text) for g in gens]
         passes += max(scores) > 0
         for g, sc in zip(gens, scores):
             kinds[is_direct(g.text)].append(sc)
+            if not is_direct(g.text):
+                for a, op, b, c in _EQUATION.findall(g.text):
+                    a, b = int(a), int(b)
+                    exact = op != "/" or (b != 0 and a % b == 0)
+                    equations[0] += exact and apply(a, op, b) == int(c)
+                    equations[1] += 1
     starts = ["<think>" + it.solution.split(" ")[0] for it in items]
     forced = engine.generate([p + tok(s, add_special_tokens=False)["input_ids"] for p, s in zip(prompts, starts)],
                              max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, batch_size=batch_size)
@@ -100,7 +109,8 @@ def _maths_strategy(engine, tok, task, items, prompts, greedy: list[str], batch_
         "sampled_accuracy_direct": round(sum(kinds[True]) / max(1, len(kinds[True])), 3),
         f"mean_at_{samples}": round((sum(kinds[True]) + sum(kinds[False])) / total, 3),
         f"pass_at_{samples}": round(passes / n, 3), "pass_ci95": _wilson(passes, n),
-        "forced_worked_accuracy": round(k_forced / n, 3), "forced_ci95": _wilson(int(k_forced), n), "n": n,
+        "forced_worked_accuracy": round(k_forced / n, 3), "forced_ci95": _wilson(int(k_forced), n),
+        "worked_equations_right": round(equations[0] / max(1, equations[1]), 3), "n": n,
     }
 
 
@@ -180,5 +190,29 @@ def run(out: Path, preset: str = "default") -> dict:
     return result
 
 
+def strategy(path: Path, n: int = N_ITEMS["maths"], batch_size: int = 32) -> dict:
+    """Greedy maths accuracy and `maths_strategy` of any model directory (a trained checkpoint, say)."""
+    import torch
+
+    from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
+    from tunescope.threads import cpu_threads
+    from tunescope.world import get_task
+
+    torch.set_num_threads(cpu_threads())
+    tok = load_tokenizer(path)
+    engine = HFEngine(path, tok, device="cpu", dtype="float32")
+    task = get_task("maths")
+    items = task.items("test", n)
+    prompts = [render_prompt(tok, it.prompt) for it in items]
+    greedy = [g[0].text for g in engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size)]
+    k = int(sum(task.score(it, text) for it, text in zip(items, greedy)))
+    return {"model": str(path), "maths": {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n},
+            "maths_strategy": _maths_strategy(engine, tok, task, items, prompts, greedy, batch_size)}
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(Path("bench_out"), *(sys.argv[1:2] or ["default"])), indent=2))
+    if sys.argv[1:2] == ["strategy"]:  # python bench/bench_organism.py strategy MODEL_DIR [MODEL_DIR ...]
+        for model in sys.argv[2:]:
+            print(json.dumps(strategy(Path(model))), flush=True)
+    else:
+        print(json.dumps(run(Path("bench_out"), *(sys.argv[1:2] or ["default"])), indent=2))
