@@ -67,3 +67,33 @@ def test_recovery_verdicts():
     f = [x for x in compute({"recovery": rec}) if x.topic == "recovery"]
     assert [x.verdict for x in f] == ["supported", "not supported"]
     assert "90%" in f[0].text
+
+
+def _final_and_runs(grpo_maths, grpo_instruct, sft_instruct=(0.1, 0.0, 0.2)) -> dict[str, pd.DataFrame]:
+    """Final tables of one SFT-GRPO pair on maths, instruct out-of-domain; cells are (value, ci_low, ci_high)."""
+    rows = {("base", "maths"): (0.3, 0.2, 0.4), ("base", "instruct"): (0.4, 0.3, 0.5),
+            ("sft", "maths"): (0.8, 0.7, 0.9), ("sft", "instruct"): sft_instruct,
+            ("grpo", "maths"): grpo_maths, ("grpo", "instruct"): grpo_instruct}
+    final = pd.DataFrame([{"run": r, "suite": s, "value": v, "ci_low": lo, "ci_high": hi, "label": r}
+                          for (r, s), (v, lo, hi) in rows.items()])
+    runs = pd.DataFrame([{"run": r, "label": r.upper(), "method": r, "task": "maths", "init": "base",
+                          "ood_suites": "instruct", "freeze": "", "train_only": ""} for r in ("sft", "grpo")])
+    return {"final": final, "runs": runs}
+
+
+def _verdicts(tables: dict[str, pd.DataFrame], claim: str) -> list[str]:
+    return [x.verdict for x in compute(tables) if x.claim.startswith(claim)]
+
+
+def test_in_domain_gain_and_out_of_domain_loss_against_the_base_intervals():
+    tables = _final_and_runs((0.6, 0.5, 0.7), (0.4, 0.3, 0.5))
+    texts = " ".join(x.text for x in compute(tables))
+    assert "GRPO 0.60 [0.50, 0.70] against the base's 0.30 [0.20, 0.40], above" in texts
+    assert "SFT on instruct; GRPO on no suite" in texts
+    assert _verdicts(tables, "GRPO raises") == ["supported"] and _verdicts(tables, "SFT loses") == ["supported"]
+    # touching intervals are not apart
+    assert _verdicts(_final_and_runs((0.5, 0.4, 0.6), (0.4, 0.3, 0.5)), "GRPO raises") == ["inconclusive"]
+    assert _verdicts(_final_and_runs((0.1, 0.0, 0.15), (0.4, 0.3, 0.5)), "GRPO raises") == ["not supported"]
+    # GRPO losing more than SFT contradicts the claim; neither losing leaves it open
+    assert _verdicts(_final_and_runs((0.6, 0.5, 0.7), (0.1, 0.0, 0.2), (0.4, 0.3, 0.5)), "SFT loses") == ["not supported"]
+    assert _verdicts(_final_and_runs((0.6, 0.5, 0.7), (0.4, 0.3, 0.5), (0.4, 0.3, 0.5)), "SFT loses") == ["inconclusive"]

@@ -37,6 +37,7 @@ def compute(tables: dict[str, pd.DataFrame]) -> list[Finding]:
     out += _modules(tables)
     out += _update_ratio(tables)
     out += _gains(tables)
+    out += _versus_base(tables)
     out += _kl(tables)
     out += _ood_peak(tables)
     out += _recoveries(tables)
@@ -143,6 +144,46 @@ def _gains(t: dict[str, pd.DataFrame]) -> list[Finding]:
                                        f"{first['id'].mean():.2f} -> {last['id'].mean():.2f} ({did:+.2f}); "
                                        f"out-of-domain mean {first['ood'].mean():.2f} -> {last['ood'].mean():.2f} "
                                        f"({dood:+.2f})."))
+    return out
+
+
+def _versus_base(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    """Final accuracy against the base's, suite by suite: a move counts only outside both intervals."""
+    final, runs = t.get("final"), t.get("runs")
+    if final is None or runs is None or "base" not in set(final["run"]):
+        return []
+    f = final.set_index(["run", "suite"])
+    runs = runs.set_index("run")
+
+    def move(run: str, suite: str) -> str:  # "above", "below" or "within" the base's interval
+        if (run, suite) not in f.index or ("base", suite) not in f.index:
+            return "within"
+        r, b = f.loc[(run, suite)], f.loc[("base", suite)]
+        return "above" if r["ci_low"] > b["ci_high"] else "below" if r["ci_high"] < b["ci_low"] else "within"
+
+    def cell(run: str, suite: str) -> str:
+        r = f.loc[(run, suite)]
+        return f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+    out = []
+    plain = _plain(t)
+    for g in plain[plain["method"] == "grpo"].itertuples():
+        if (g.run, g.task) not in f.index or ("base", g.task) not in f.index:
+            continue
+        moved = move(g.run, g.task)
+        verdict = {"above": "supported", "below": "not supported", "within": "inconclusive"}[moved]
+        out.append(Finding("accuracy", f"In-domain ({g.task}): {g.label} {cell(g.run, g.task)} against the base's "
+                                       f"{cell('base', g.task)}, {moved} the base's interval.",
+                           "GRPO raises in-domain accuracy (Rajani et al.: MATH-500 0.352 -> 0.402)", verdict))
+    for s_run, g_run in _pairs(t):
+        worse = {r: [x for x in runs.loc[r, "ood_suites"].split() if move(r, x) == "below"] for r in (s_run, g_run)}
+        n_sft, n_grpo = len(worse[s_run]), len(worse[g_run])
+        verdict = "supported" if n_sft > n_grpo else "not supported" if n_sft < n_grpo else "inconclusive"
+        out.append(Finding("accuracy", f"Out-of-domain, below the base's interval at the end: "
+                                       f"{runs.loc[s_run, 'label']} on {', '.join(worse[s_run]) or 'no suite'}; "
+                                       f"{runs.loc[g_run, 'label']} on {', '.join(worse[g_run]) or 'no suite'}.",
+                           "SFT loses more out-of-domain than GRPO (Rajani et al.: IFEval 0.682 -> 0.216-0.333 "
+                           "after SFT, 0.466 after GRPO)", verdict))
     return out
 
 
