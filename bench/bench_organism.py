@@ -190,24 +190,10 @@ def run(out: Path, preset: str = "default") -> dict:
     return result
 
 
-def strategy(path: Path, n: int = N_ITEMS["maths"], batch_size: int = 32) -> dict:
+def strategy(path: Path, n: int = N_ITEMS["maths"]) -> dict:
     """Greedy maths accuracy and `maths_strategy` of any model directory (a trained checkpoint, say)."""
-    import torch
-
-    from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
-    from tunescope.threads import cpu_threads
-    from tunescope.world import get_task
-
-    torch.set_num_threads(cpu_threads())
-    tok = load_tokenizer(path)
-    engine = HFEngine(path, tok, device="cpu", dtype="float32")
-    task = get_task("maths")
-    items = task.items("test", n)
-    prompts = [render_prompt(tok, it.prompt) for it in items]
-    greedy = [g[0].text for g in engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size)]
-    k = int(sum(task.score(it, text) for it, text in zip(items, greedy)))
-    return {"model": str(path), "maths": {"accuracy": round(k / n, 3), "ci95": _wilson(k, n), "n": n},
-            "maths_strategy": _maths_strategy(engine, tok, task, items, prompts, greedy, batch_size)}
+    results = evaluate(path, {"maths": n})
+    return {"model": str(path), "maths": results["maths"], "maths_strategy": results["maths_strategy"]}
 
 
 if __name__ == "__main__":
