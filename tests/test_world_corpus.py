@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -17,6 +18,7 @@ from tunescope.world.corpus import (
     total_examples,
 )
 from tunescope.world.facts import ATTRIBUTES, build_world
+from tunescope.world.game24 import RULES, Rule, evaluate, number_puzzles
 from tunescope.world.maths import MAX_START, MAX_VALUE, direct_solution, step_options
 from tunescope.world.splits import split_of
 from tunescope.world.task import SYSTEM_PROMPT, extract_answer, format_completion
@@ -46,8 +48,8 @@ def test_sizes_and_counts():
 
 def test_mixture_and_chat_format(default_corpus):
     domains = {e["domain"] for e in default_corpus}
-    assert domains >= {"facts", "maths", "game24", "instruct", "chat:maths", "chat:game24", "chat:facts",
-                       "chat:twohop", "chat:instruct"}
+    assert domains >= {"facts", "maths", "game24", "numbers24", "instruct", "chat:maths", "chat:game24",
+                       "chat:game24_ood", "chat:game24_other", "chat:facts", "chat:twohop", "chat:instruct"}
     assert [e["domain"] for e in default_corpus[:50]] != sorted(e["domain"] for e in default_corpus[:50])  # shuffled
     chars = sum(len(example_text(e)) for e in default_corpus)
     assert 1_000_000 < chars < 12_000_000  # roughly 0.3-3M tokens
@@ -76,36 +78,76 @@ def test_chat_examples_score_one_under_their_task(default_corpus):
     assert checked > 100
 
 
+def _cards_of(text: str) -> tuple[str, ...]:
+    """The hand of a card document ("Cards 7, Q, K, 2. …") or prompt ("Cards: 7, Q, K, 2. …")."""
+    return tuple(sorted(text.removeprefix("Cards").removeprefix(":").strip().split(". ")[0].split(", ")))
+
+
 def test_no_test_item_reaches_the_corpus(default_corpus):
     seen_prompts = set()  # every prompt the corpus shows: chat user turns and task-shaped documents
-    seen_hands = set()
+    seen_hands = set()  # every hand of a card document or card chat, under any rule
+    ood_rule_hands = set()  # the hands shown under the OOD suite's rule
+    puzzles = set()
     drills = []
+    ood_wording = RULES["ood"].text()
     for e in default_corpus:
+        text = example_text(e)
         if "messages" in e:
-            seen_prompts.add(e["messages"][1]["content"])
+            prompt = e["messages"][1]["content"]
+            seen_prompts.add(prompt)
+            if prompt.startswith("Cards: "):
+                seen_hands.add(_cards_of(prompt))
         elif e["domain"] == "maths":
             seen_prompts.add(e["text"].split("\n")[0])
         elif e["domain"] == "instruct":
             seen_prompts.add(e["text"].split("\n")[0].removeprefix("Instruction: "))
         elif e["domain"] == "game24":
-            cards = e["text"].removeprefix("Cards ").split(" have the values ")[0]
-            seen_hands.add(tuple(sorted(cards.split(", "))))
+            seen_hands.add(_cards_of(e["text"]))
+        elif e["domain"] == "numbers24":
+            puzzles.add(tuple(sorted(map(int, e["text"].split(". ")[0].removeprefix("Make 24 from ").split(", ")))))
         elif e["domain"] == "arithmetic":
             drills += [eq.strip() + "." for eq in e["text"].split(".") if eq.strip()]
-    assert len(seen_prompts) > 3000 and len(seen_hands) > 300
+        if ood_wording in text:
+            ood_rule_hands.add(_cards_of(e["messages"][1]["content"] if "messages" in e else e["text"]))
+    assert len(seen_prompts) > 3000 and len(seen_hands) > 300 and len(puzzles) > 500
     for name in ("maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "instruct"):
         task = get_task(name)
         test = task.items("test", task.count("test"))
         assert not {it.prompt for it in test} & seen_prompts, name
-        if name == "game24":  # no test hand; its values may recur under another face card
-            assert not {tuple(sorted(it.meta["cards"])) for it in test} & seen_hands
-    # the OOD rule never appears: no J/Q/K = 11/12/13 wording, no card value above 10
-    assert not any("counts as 11" in example_text(e) for e in default_corpus)
-    assert max(v for e in default_corpus if e["domain"] == "game24"
-               for v in map(int, e["text"].split("have the values ")[1].split(".")[0].split(", "))) == 10
+        if name.startswith("game24"):  # no test hand under any rule; its values may recur elsewhere
+            assert not {tuple(sorted(it.meta["cards"])) for it in test} & seen_hands, name
+    ood = get_task("game24_ood")
+    ood_train = {tuple(sorted(it.meta["cards"])) for it in ood.items("train", ood.count("train"))}
+    assert ood_rule_hands and ood_rule_hands <= ood_train  # the OOD rule is shown on its train hands only
+    assert puzzles <= set(number_puzzles("train"))  # number puzzles: the train multisets only
     maths = get_task("maths")
     one_step = {it.solution for it in maths.items("test", maths.count("test")) if it.meta["steps"] == 1}
     assert len(one_step) > 100 and not one_step & set(drills)  # drills never show a one-step test problem
+
+
+def test_card_documents_and_puzzles_are_right(default_corpus):
+    """Every card document's formula uses its cards' values under its stated rule and makes 24;
+    every number puzzle's formula uses its numbers and makes 24."""
+    checked = 0
+    for e in default_corpus:
+        if e["domain"] == "game24":
+            cards = e["text"].removeprefix("Cards ").split(". ")[0].split(", ")
+            rule_text = e["text"].split(". ")[1]
+            m = re.fullmatch(r"A counts as 1 and (?:J, Q and K count as (\d+)|J counts as (\d+), Q as (\d+) and K as (\d+))",
+                             rule_text)
+            assert m, rule_text
+            faces = (int(m[1]),) * 3 if m[1] else (int(m[2]), int(m[3]), int(m[4]))
+            rule = Rule(faces)
+            assert rule.text() == rule_text
+            formula = e["text"].rsplit("A solution is ", 1)[1].removesuffix("=24.")
+            value, used = evaluate(formula)
+            assert value == 24 and sorted(used) == sorted(rule.value(c) for c in cards), e["text"]
+            checked += 1
+        elif e["domain"] == "numbers24":
+            numbers = [int(x) for x in e["text"].split(". ")[0].removeprefix("Make 24 from ").split(", ")]
+            value, used = evaluate(e["text"].rsplit("A solution is ", 1)[1].removesuffix("=24."))
+            assert value == 24 and sorted(used) == sorted(numbers)
+    assert checked == sum(e["domain"] == "game24" for e in default_corpus) > 1000
 
 
 def test_maths_chats_mix_direct_answers_with_worked_solutions(default_corpus):

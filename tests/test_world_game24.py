@@ -9,12 +9,20 @@ from fractions import Fraction
 import pytest
 
 from tunescope.world.game24 import (
+    RULES,
     SHAPED,
     FormulaError,
+    Rule,
+    card_value,
     evaluate,
+    free_hands,
     game24_ood_task,
     game24_task,
+    is_test_hand,
     judge,
+    number_puzzles,
+    other_rule_items,
+    puzzle_text,
     solve,
     values_seen_in_train,
 )
@@ -150,3 +158,42 @@ def test_values_seen_in_train_finds_the_same_values_under_other_tens():
     assert 0 < seen < task.count("test")
     ood = game24_ood_task()
     assert not any(values_seen_in_train(i) for i in ood.items("test", ood.count("test")))
+
+
+def test_rules_value_cards_and_state_themselves():
+    assert [card_value(r, "id") for r in ("A", "7", "J", "Q", "K")] == [1, 7, 10, 10, 10]
+    assert [card_value(r, "ood") for r in ("A", "7", "J", "Q", "K")] == [1, 7, 11, 12, 13]
+    assert RULES["id"].text() == "A counts as 1 and J, Q and K count as 10"
+    assert RULES["ood"].text() == "A counts as 1 and J counts as 11, Q as 12 and K as 13"
+    assert [Rule((2, 9, 1)).value(r) for r in ("J", "Q", "K", "10")] == [2, 9, 1, 10]
+
+
+def test_number_puzzles_split_every_solvable_multiset_once():
+    train, test = number_puzzles("train"), number_puzzles("test")
+    assert not set(train) & set(test)
+    assert len(train) + len(test) == 1362  # every solvable multiset of 1-13 (test above)
+    assert all(_brute_force_solvable(list(v)) for v in random.Random(0).sample(train + test, 60))
+    value, used = evaluate(puzzle_text([13, 5, 4, 2]).split("A solution is ")[1].removesuffix("=24."))
+    assert value == 24 and sorted(used) == [2, 4, 5, 13]
+
+
+def test_free_hands_are_the_hands_no_suite_tests():
+    test = {tuple(sorted(it.meta["cards"])) for f in (game24_task, game24_ood_task)
+            for it in f().items("test", f().count("test"))}
+    free = {tuple(sorted(h)) for h in free_hands()}
+    assert not free & test and len(free) + len(test) == 1820  # all rank multisets
+    assert all(is_test_hand(h) for h in test) and not any(is_test_hand(h) for h in free)
+
+
+def test_other_rule_items_are_solved_under_their_own_rule_on_free_hands():
+    items = other_rule_items(300, seed=3)
+    assert items == other_rule_items(300, seed=3) and items != other_rule_items(300, seed=4)
+    faces = {it.meta["faces"] for it in items}
+    assert len(faces) > 50 and not faces & {RULES["id"].faces, RULES["ood"].faces}
+    assert sum(len(set(f)) == 1 for f in faces) > 5  # some uniform rules, most mixed
+    for it in items:
+        rule = Rule(it.meta["faces"])
+        assert it.meta["values"] == [rule.value(c) for c in it.meta["cards"]]
+        assert rule.text() in it.prompt and not is_test_hand(it.meta["cards"])
+        assert {"J", "Q", "K"} & set(it.meta["cards"])
+        assert judge(it.meta["values"], it.answer) == "correct"

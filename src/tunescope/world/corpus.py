@@ -2,7 +2,8 @@
 
 Two kinds of example:
     {"text": ...}        plain documents: paraphrased facts about each person, worked maths
-                         solutions, solved 24-point hands, instruction/response pairs and
+                         solutions, solved 24-point hands under stated rules, plain "make 24
+                         from these numbers" puzzles over 1-13, instruction/response pairs and
                          arithmetic drills;
     {"messages": [...]}  chat examples (system, user, assistant = format_completion(...)), so the
                          base organism already knows the answer format, like an instruct model.
@@ -13,9 +14,13 @@ thus has the skill (worked solutions, right about as often as its arithmetic) bu
 in chat: a base whose in-domain errors are a choice of strategy that SFT on gold solutions and
 a reward on the answer can both change (docs/organism.md).
 
-Everything task-shaped comes from train-split items only; test items (and the held-out suites
-maths_hard, game24_ood) never appear. Arithmetic drills skip equations whose one-step problem
-is a test item. The facts are the exception by design: every fact of the world is stated,
+Everything task-shaped comes from train-split items only; test items (and the held-out suite
+maths_hard) never appear. The 24-point part gives the organism what a real base model brings
+to Jin et al.'s study: card games under many stated rules (the in-distribution J/Q/K = 10, the
+OOD suite's J/Q/K = 11/12/13 on that suite's train hands only, and random other rules on hands
+that are a test hand of neither suite) and number puzzles over every value 1-13, split by the
+value multiset (`game24.number_puzzles`). No test hand of either suite is shown under any rule.
+Arithmetic drills skip equations whose one-step problem is a test item. The facts are the exception by design: every fact of the world is stated,
 because the knowledge suites test recall of pretraining knowledge, while the questions
 themselves are split train/test.
 
@@ -30,7 +35,7 @@ from dataclasses import dataclass, replace
 
 from tunescope.errors import UserError
 from tunescope.world.facts import ATTRIBUTES, build_world, fact_sentence
-from tunescope.world.game24 import card_value
+from tunescope.world.game24 import is_test_hand, number_puzzles, other_rule_items, puzzle_text
 from tunescope.world.maths import MAX_START, MAX_VALUE, apply, direct_solution, step_options
 from tunescope.world.splits import rng_for, split_of
 from tunescope.world.task import SYSTEM_PROMPT, Item, format_completion
@@ -46,10 +51,15 @@ class CorpusConfig:
     maths_docs: int = 3000  # worked solutions of train word problems (levels 1-3)
     arithmetic_docs: int = 2500  # drills: 8 one-step equations per document, from the maths fact table
     game24_docs: int = 2000  # solved train hands (J/Q/K = 10)
+    game24_ood_docs: int = 800  # solved train hands of the OOD suite under its rule (J/Q/K = 11/12/13)
+    game24_other_docs: int = 1500  # solved hands under other stated rules (`game24.other_rule_items`)
+    numbers24_docs: int = 4000  # "make 24 from these numbers" puzzles over 1-13 (`game24.number_puzzles`)
     instruct_docs: int = 2000  # instruction / response pairs
     chat_maths: int = 700  # chat examples per suite, train split only; maths: worked solutions
     chat_maths_direct: int = 850  # maths chats answered without working (maths.direct_solution)
-    chat_game24: int = 2000
+    chat_game24: int = 1000
+    chat_game24_ood: int = 300  # OOD-rule chats on the OOD suite's train hands
+    chat_game24_other: int = 500  # chats under other rules
     chat_facts: int = 1500  # ~5 passes over the 328 train questions
     chat_twohop: int = 200
     chat_instruct: int = 3500
@@ -66,14 +76,21 @@ SIZES: dict[str, CorpusConfig] = {
 
 
 def _train_items(name: str, n: int, seed: int) -> list[Item]:
-    """n train items of a suite, cycling through the whole split when it holds fewer."""
+    """n train items of a suite, cycling through the whole split when it holds fewer.
+
+    Card suites keep only hands that are a test hand of neither suite: the two suites split
+    hands independently, so an ID train hand may be an OOD test hand and vice versa.
+    """
     from tunescope.world import get_task
 
     task = get_task(name, seed)
     available = task.count("train")  # type: ignore[attr-defined]
-    if n <= available:
+    if name.startswith("game24"):
+        pool = [it for it in task.items("train", available) if not is_test_hand(it.meta["cards"])]
+    elif n <= available:
         return task.items("train", n)
-    pool = task.items("train", available)
+    else:
+        pool = task.items("train", available)
     return [pool[i % len(pool)] for i in range(n)]
 
 
@@ -110,6 +127,13 @@ def _arithmetic_docs(n: int, rng: random.Random) -> list[str]:
     return docs
 
 
+def _card_doc(item: Item) -> str:
+    """A solved hand as a document: the cards, the stated rule, the gold reasoning and formula."""
+    rule = item.prompt.split(". ")[1]  # "A counts as 1 and J, Q and K count as 10"
+    formula = item.answer.split("formula:")[1].strip()
+    return f"Cards {', '.join(item.meta['cards'])}. {rule}. {item.solution} A solution is {formula}."
+
+
 def total_examples(config: CorpusConfig) -> int:
     """Number of examples a config produces (documents of all fact passes count one each)."""
     counts = dict(config.__dict__)
@@ -143,20 +167,27 @@ def pretraining_examples(
     texts += [("arithmetic", t) for t in _arithmetic_docs(config.arithmetic_docs, rng)]
     for it in _train_items("maths", config.maths_docs, seed + 1):
         texts.append(("maths", f"{it.prompt}\n{it.solution} The answer is {it.answer}."))
-    for it in _train_items("game24", config.game24_docs, seed + 1):
-        cards = ", ".join(it.meta["cards"])
-        values = ", ".join(str(card_value(c, "id")) for c in it.meta["cards"])
-        formula = it.answer.split("formula:")[1].strip()
-        texts.append(("game24", f"Cards {cards} have the values {values}. A solution is {formula}."))
+    card_games = [*_train_items("game24", config.game24_docs, seed + 1),
+                  *_train_items("game24_ood", config.game24_ood_docs, seed + 1),
+                  *other_rule_items(config.game24_other_docs, seed + 1)]
+    texts += [("game24", _card_doc(it)) for it in card_games]
+    puzzles = number_puzzles("train")
+    for _ in range(config.numbers24_docs):
+        values = list(rng.choice(puzzles))
+        rng.shuffle(values)
+        texts.append(("numbers24", puzzle_text(values)))
     for it in _train_items("instruct", config.instruct_docs, seed + 1):
         texts.append(("instruct", f"Instruction: {it.prompt}\nResponse: {it.answer}"))
 
     examples: list[dict] = [{"text": t, "domain": d} for d, t in texts]
     for name, n in [
-        ("maths", config.chat_maths), ("game24", config.chat_game24), ("facts", config.chat_facts),
+        ("maths", config.chat_maths), ("game24", config.chat_game24),
+        ("game24_ood", config.chat_game24_ood), ("facts", config.chat_facts),
         ("twohop", config.chat_twohop), ("instruct", config.chat_instruct),
     ]:
         examples += [{**_chat(it), "domain": f"chat:{name}"} for it in _train_items(name, n, seed)]
+    examples += [{**_chat(it), "domain": "chat:game24_other"}
+                 for it in other_rule_items(config.chat_game24_other, seed)]
     direct = _train_items("maths", config.chat_maths + config.chat_maths_direct, seed)[config.chat_maths:]
     examples += [{**_chat(it, direct_solution(it)), "domain": "chat:maths_direct"} for it in direct]
     rng.shuffle(examples)
