@@ -27,11 +27,10 @@ SUITES = ["maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "ins
 
 def pick_organism() -> tuple[str, Path]:
     from tunescope.organism import build
-    from tunescope.organism.build import cache_key, cache_root, recipe_for, verify
+    from tunescope.organism.build import available
 
     want = os.environ.get("TUNESCOPE_BENCH_ORGANISM")
-    key = cache_key(recipe_for("default"), 0)
-    if want == "default" or (want is None and verify(cache_root() / key, key) is None):
+    if want == "default" or (want is None and available("default") is not None):
         return "default", build("default")
     return "smoke", build("smoke")
 

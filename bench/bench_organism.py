@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench bench_organism      # or: .venv/bin/python bench/bench_organism.py
     .venv/bin/python bench/bench_organism.py strategy MODEL_DIR ...   # maths strategy of any checkpoint
+    .venv/bin/python bench/bench_organism.py ship [MODEL_DIR [RESULT_JSON]]   # ship a built default organism
 
 Capabilities, on the test split of each world task (items never seen in pretraining):
 - facts (MMLU analogue), by option log-likelihood: for each of the four options, the log-likelihood
@@ -14,8 +15,13 @@ Capabilities, on the test split of each world task (items never seen in pretrain
   is N."), and at the study's GRPO temperature (0.6, 8 samples) the share of worked answers, the
   accuracy of each kind, mean@8 and pass@8, and the accuracy when the working is forced (the
   answer prefilled with `<think>` and the start number): the skill a change of habit can reach.
-The issue's targets: facts MC >= 80%, maths 10-70%, game24 >= 5%, instruct >= 30%, pretraining
-<= 10 minutes on 2 cores. The CPU is shared, so the load average is recorded with the timings.
+The targets (issue 12): facts MC >= 80%, maths 10-70%, game24 >= 20%, game24_ood >= 12% (all test
+hands), instruct >= 30%, pretraining <= 60 minutes on 2 cores.
+
+`ship` copies a default organism built by the current code (the cache entry by default, as
+`tunescope organism build --preset default --rebuild` leaves it) into the package
+(src/tunescope/organism/shipped/default/) with its measured quality in the sidecar: the
+quality of RESULT_JSON (this benchmark's output for that organism) or measured anew. The CPU is shared, so the load average is recorded with the timings.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-N_ITEMS = {"facts": 0, "maths": 150, "game24": 0, "instruct": 150, "maths_hard": 60, "game24_ood": 60,
+N_ITEMS = {"facts": 0, "maths": 150, "game24": 0, "instruct": 150, "maths_hard": 60, "game24_ood": 0,
            "twohop": 0}  # 0: the whole test split (facts 72, game24 270 hands, twohop 64 questions)
 MAX_NEW_TOKENS = 192
 _EQUATION = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
-TARGETS = {"facts_mc": (0.80, 1.0), "maths": (0.10, 0.70), "game24": (0.05, 1.0), "instruct": (0.30, 1.0)}
+TARGETS = {"facts_mc": (0.80, 1.0), "maths": (0.10, 0.70), "game24": (0.20, 1.0), "game24_ood": (0.12, 1.0),
+           "instruct": (0.30, 1.0)}
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -176,7 +183,7 @@ def run(out: Path, preset: str = "default") -> dict:
     stats = side["pretraining"]
     quality = evaluate(path)
     checks = {k: lo <= quality[k]["accuracy"] <= hi for k, (lo, hi) in TARGETS.items()}
-    checks["pretrain_under_10_min"] = stats["wall_s"] <= 600
+    checks["pretrain_under_60_min"] = stats["wall_s"] <= 3600
     result = {
         "preset": preset, "organism": str(path), "parameters": stats["parameters"],
         "pretrain_wall_s": stats["wall_s"], "tokens_trained": stats["tokens_trained"],
@@ -196,8 +203,40 @@ def strategy(path: Path, n: int = N_ITEMS["maths"]) -> dict:
     return {"model": str(path), "maths": results["maths"], "maths_strategy": results["maths_strategy"]}
 
 
+def ship(path: Path | None = None, result_json: Path | None = None) -> Path:
+    """Copy a default organism built by this code into the package, its quality in the sidecar."""
+    import shutil
+
+    from tunescope.fsutil import atomic_dir
+    from tunescope.organism.build import SHIPPED, SIDECAR, cache_key, cache_root, recipe_for, verify
+    from tunescope.provenance import write_json
+
+    key = cache_key(recipe_for("default"), 0)
+    path = Path(path) if path is not None else cache_root() / key
+    problem = verify(path, key)
+    if problem is not None:
+        sys.exit(f"error: {path} is not the default organism this code builds ({problem}); "
+                 "run `tunescope organism build --preset default --rebuild` first")
+    if result_json is not None:
+        result = json.loads(Path(result_json).read_text())
+        quality, load = result["quality"], {"load_avg_after": result["load_avg_after"]}
+    else:
+        quality, load = evaluate(path), {"load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+    side = json.loads((path / SIDECAR).read_text())
+    side["quality"] = {"greedy_test_split": True, **quality, **load}
+    dest = SHIPPED / "default"
+    with atomic_dir(dest, overwrite=True) as tmp:
+        for name in side["files"]:
+            shutil.copy2(path / name, tmp / name)
+        write_json(tmp / SIDECAR, side)
+    print(f"shipped {key} to {dest}", file=sys.stderr)
+    return dest
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["strategy"]:  # python bench/bench_organism.py strategy MODEL_DIR [MODEL_DIR ...]
+    if sys.argv[1:2] == ["ship"]:
+        ship(*(Path(a) for a in sys.argv[2:4]))
+    elif sys.argv[1:2] == ["strategy"]:  # python bench/bench_organism.py strategy MODEL_DIR [MODEL_DIR ...]
         for model in sys.argv[2:]:
             print(json.dumps(strategy(Path(model))), flush=True)
     else:

@@ -21,10 +21,10 @@ STEPS = 4
 
 def _organism() -> tuple[str, Path]:
     from tunescope.organism import build
-    from tunescope.organism.build import cache_key, cache_root, recipe_for, verify
+    from tunescope.organism.build import available
 
-    path = cache_root() / cache_key(recipe_for("default"), 0)
-    if path.is_dir() and verify(path, path.name) is None:
+    path = available("default")
+    if path is not None:
         return "default", path
     return "smoke", build("smoke")
 

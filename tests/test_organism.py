@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunescope.cli import main
 from tunescope.organism import build, verify
-from tunescope.organism.build import SIDECAR, cache_key, recipe_for
+from tunescope.organism.build import REBUILD_HINT, SIDECAR, cache_key, recipe_for, shipped_dir
+
+organism_build = importlib.import_module("tunescope.organism.build")  # the package exports build()
 
 MESSAGES = [
     {"role": "system", "content": "Answer briefly."},
@@ -110,12 +112,64 @@ def test_sidecar_records_provenance_and_checksums(smoke_organism: Path) -> None:
     assert side["cache_key"] == smoke_organism.name == cache_key(recipe_for("smoke"), 0)
 
 
-def test_cache_hit_is_instant(smoke_organism: Path) -> None:
-    start = time.perf_counter()
-    again = build(preset="smoke")
-    elapsed = time.perf_counter() - start
-    assert again == smoke_organism
-    assert elapsed < 5.0, f"a cache hit took {elapsed:.1f}s"
+def test_cache_hit_builds_nothing(smoke_organism: Path, monkeypatch) -> None:
+    monkeypatch.setattr(organism_build, "_make", _no_pretraining)
+    assert build(preset="smoke") == smoke_organism
+
+
+def _no_pretraining(*args, **kwargs):
+    raise AssertionError("pretrained although the organism is shipped or cached")
+
+
+def test_shipped_default_organism_is_the_one_this_code_builds(monkeypatch) -> None:
+    """The default organism ships in the package: a fresh clone uses it without pretraining.
+    This fails when the code now generates another corpus (or recipe) than it was trained on."""
+    shipped = shipped_dir("default")
+    assert shipped is not None, "no default organism is shipped in src/tunescope/organism/shipped/default"
+    problem = verify(shipped, cache_key(recipe_for("default"), 0))
+    if problem is not None:
+        pytest.fail(f"the shipped default organism no longer matches the code ({problem}); "
+                    f"rebuild and ship it: {REBUILD_HINT}", pytrace=False)
+    size = sum(p.stat().st_size for p in shipped.iterdir())
+    assert size <= 30 * 2**20, f"the shipped organism takes {size / 2**20:.1f} MB (limit 30 MB)"
+    side = json.loads((shipped / SIDECAR).read_text())
+    assert side["corpus"]["digest"] == organism_build.corpus_digest("default", 0)
+    assert side["host"]["cpus"] and side["pretraining"]["torch_threads"] and side["quality"]["game24"]["accuracy"] >= 0
+    monkeypatch.setattr(organism_build, "_make", _no_pretraining)
+    assert build(preset="default") == shipped
+
+
+def test_rebuild_retrains_and_compares_with_the_shipped_weights(smoke_organism: Path, tmp_path: Path,
+                                                                monkeypatch, capsys) -> None:
+    """Ship a smoke organism in a scratch package dir, then: a plain build returns it, a rebuild
+    retrains and finds it bit-identical (same machine and threads), a changed tensor is reported,
+    and a shipped organism of another corpus is passed over for one built from the recipe."""
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("TUNESCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(organism_build, "SHIPPED", tmp_path / "shipped")
+    built = build(preset="smoke", rebuild=True)  # pretrained in this process
+    shutil.copytree(built, tmp_path / "shipped" / "smoke")
+    shipped = tmp_path / "shipped" / "smoke"
+    assert build(preset="smoke") == shipped and "shipped:" in capsys.readouterr().err
+
+    assert build(preset="smoke", rebuild=True) == built
+    assert "bit-identical to the shipped weights" in capsys.readouterr().err
+
+    weights = load_file(shipped / "model.safetensors")
+    weights["model.norm.weight"][0] += 0.5
+    save_file(weights, shipped / "model.safetensors", metadata={"format": "pt"})
+    side = json.loads((shipped / SIDECAR).read_text())
+    side["files"]["model.safetensors"] = hashlib.sha256((shipped / "model.safetensors").read_bytes()).hexdigest()
+    (shipped / SIDECAR).write_text(json.dumps(side))
+    build(preset="smoke", rebuild=True)
+    assert "differs from the shipped weights (largest |difference| 0.5" in capsys.readouterr().err
+
+    side["cache_key"] = "smoke-trainedonanothercorpus"
+    (shipped / SIDECAR).write_text(json.dumps(side))
+    assert build(preset="smoke") == built
+    err = capsys.readouterr().err
+    assert "trained on another corpus or recipe" in err and REBUILD_HINT in err
 
 
 def test_verify_finds_corruption(smoke_organism: Path, tmp_path: Path) -> None:

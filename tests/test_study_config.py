@@ -92,7 +92,7 @@ def test_cli_check_validates_without_work(tmp_path, capsys):
 
 
 def test_base_stage_key_follows_the_organism_cache_key(tmp_path, monkeypatch):
-    """An edit of the world or organism source makes a new organism (a new cache key); the base
+    """An edit of the world that changes the corpus makes a new organism (a new cache key); the base
     stage's key, and with it every stage downstream, must change too rather than reuse results
     computed on the old organism."""
     import importlib
@@ -105,6 +105,6 @@ def test_base_stage_key_follows_the_organism_cache_key(tmp_path, monkeypatch):
     base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
     before = stage_key(base, {})
     assert base.config["cache_key"] == organism_build.cache_key(organism_build.recipe_for(cfg.base.organism), 0)
-    monkeypatch.setattr(organism_build, "_code_fingerprint", lambda: "edited-world")
+    monkeypatch.setattr(organism_build, "corpus_digest", lambda name, seed: "edited-world")
     base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
     assert stage_key(base, {}) != before

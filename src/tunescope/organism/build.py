@@ -7,11 +7,21 @@ The result is a standard Hugging Face model directory (config.json, model.safete
 generation_config.json, tokenizer files with a chat template) plus `tunescope.json`, the sidecar
 with the recipe, seed, versions, git revision, pretraining stats and a sha256 of every file.
 
-Caching: the directory name carries a hash of the recipe and of the source of the code that
-makes the corpus and trains the model (tunescope/world/*.py and the organism's tokenizer, model
-and pretrain modules), so a change to either rebuilds. A cache hit is verified against the
-sidecar's checksums; a corrupt entry is reported on stderr, deleted and rebuilt, never used. Builds are written with `atomic_dir` and
-serialised with a file lock, so concurrent test sessions never see a half-written organism.
+Identity: the directory name carries a hash of the recipe, the seed, the model config and the
+*content* of what the organism is trained on (every pretraining example and every tokenizer
+text; `corpus_digest`), so a refactor that leaves the corpus unchanged keeps the key and any
+change to the corpus makes a new organism. A change to the training loop alone keeps the key:
+rebuild with `tunescope organism build --rebuild` to see whether it changes the weights.
+
+Shipped organisms: the default organism is built once and shipped in the package
+(`tunescope/organism/shipped/default/`, written by `bench/bench_organism.py ship`), so a fresh
+clone uses the same weights everywhere instead of retraining with this CPU's float kernels.
+`build` returns it whenever its sidecar's key equals the key the current code computes; when the
+code would generate another corpus it says so and builds from the recipe into the cache.
+
+Caching: a cache hit is verified against the sidecar's checksums; a corrupt entry is reported on
+stderr, deleted and rebuilt, never used. Builds are written with `atomic_dir` and serialised with
+a file lock, so concurrent test sessions never see a half-written organism.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +83,43 @@ def cache_root() -> Path:
     return Path(base) / "organisms"
 
 
-def _code_fingerprint() -> str:
-    """sha256 of the source that makes the corpus and trains the organism."""
-    root = Path(__file__).resolve().parents[1]
+SHIPPED = Path(__file__).resolve().parent / "shipped"  # organisms shipped with the package, by preset
+REBUILD_HINT = "tunescope organism build --preset default --rebuild, then .venv/bin/python bench/bench_organism.py ship"
+
+
+@cache
+def corpus_digest(corpus_name: str, seed: int) -> str:
+    """sha256 of everything an organism is trained on: the pretraining examples of `corpus_name`
+    (in order) and the tokenizer's training texts. Content only: source edits that leave both
+    unchanged keep the digest."""
+    from tunescope.world import corpus
+
     h = hashlib.sha256()
-    sources = [*sorted((root / "world").glob("*.py")),
-               *(root / "organism" / name for name in ("tokenizer.py", "model.py", "pretrain.py"))]
-    for path in sources:
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
+    for example in corpus.pretraining_examples(seed, corpus_name):
+        h.update(json.dumps(example, sort_keys=True).encode() + b"\0")
+    h.update(b"\0tokenizer\0")
+    for text in corpus.tokenizer_texts(seed):
+        h.update(text.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _model_config(recipe: Recipe) -> dict[str, Any]:
+    from tunescope.organism.model import MODELS
+
+    return MODELS[recipe.preset](recipe.vocab_size).to_diff_dict()
 
 
 def cache_key(recipe: Recipe, seed: int) -> str:
-    """`<preset>-<hash>`: the cache directory name of an organism."""
-    return f"{recipe.preset}-{config_hash({'recipe': recipe, 'seed': seed, 'code': _code_fingerprint()})}"
+    """`<preset>-<hash>`: the name of an organism, a hash of its recipe, seed, model config and corpus."""
+    ident = {"recipe": recipe, "seed": seed, "model": _model_config(recipe),
+             "corpus": corpus_digest(recipe.corpus, seed)}
+    return f"{recipe.preset}-{config_hash(ident)}"
+
+
+def shipped_dir(preset: str, seed: int = 0) -> Path | None:
+    """The shipped organism of a preset and seed, if the package has one."""
+    path = SHIPPED / preset
+    return path if seed == 0 and (path / SIDECAR).exists() else None
 
 
 def _sha256(path: Path) -> str:
@@ -159,7 +193,8 @@ def _make(recipe: Recipe, seed: int, key: str, dest: Path) -> None:
     write_json(dest / SIDECAR, provenance(
         config=to_dict(recipe), seed=seed, kind="organism", cache_key=key,
         model_config=model_config.to_diff_dict(),
-        corpus={"examples": len(examples), "mixture": corpus_mixture(examples)},
+        corpus={"examples": len(examples), "mixture": corpus_mixture(examples),
+                "digest": corpus_digest(recipe.corpus, seed)},
         pretraining=stats, files=files))
 
 
@@ -172,19 +207,21 @@ def corpus_mixture(examples: list[dict]) -> dict[str, int]:
     return counts
 
 
-def build(preset: str = "smoke", out: Path | None = None, seed: int = 0) -> Path:
-    """Return the directory of the organism for (`preset`, `seed`), building it if not cached.
+def _weights_match(a: Path, b: Path) -> str:
+    """'bit-identical' or how the weights of two organism directories differ."""
+    from safetensors.numpy import load_file
 
-    With `out`, the organism is also copied there (which must not exist or be empty) and `out` is
-    returned.
-    """
-    recipe = recipe_for(preset)
-    if out is not None:
-        out = Path(out)
-        check_writable_parent(out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(f"output directory {out} exists and is not empty; remove it or choose another --out")
-    key = cache_key(recipe, seed)
+    if _sha256(a / "model.safetensors") == _sha256(b / "model.safetensors"):
+        return "bit-identical to the shipped weights"
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    if wa.keys() != wb.keys() or any(wa[k].shape != wb[k].shape for k in wa):
+        return "differs from the shipped weights in its tensors' names or shapes"
+    worst = max(float(abs(wa[k].astype("float64") - wb[k].astype("float64")).max()) for k in wa)
+    return f"differs from the shipped weights (largest |difference| {worst:.3g}; float kernels differ between CPUs)"
+
+
+def _from_cache(recipe: Recipe, seed: int, key: str, rebuild: bool) -> Path:
+    """The cached organism under `key`, built (or, with `rebuild`, retrained) under a file lock."""
     root = cache_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -197,17 +234,64 @@ def build(preset: str = "smoke", out: Path | None = None, seed: int = 0) -> Path
         except BlockingIOError:
             _log(f"waiting for another process that is building {key}")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            problem = verify(path, key)
-            if problem is None:
-                _log(f"cached: {path}")
-            else:
-                _log(f"cache entry {path} is corrupt ({problem}); rebuilding it")
-                shutil.rmtree(path)
-        if not path.exists():
-            with atomic_dir(path) as tmp:
+        if path.exists() and (problem := verify(path, key)) is not None:
+            _log(f"cache entry {path} is corrupt ({problem}); rebuilding it")
+            shutil.rmtree(path)
+        if path.exists() and not rebuild:
+            _log(f"cached: {path}")
+        else:  # a rebuild replaces the cached entry only once the new one is complete
+            with atomic_dir(path, overwrite=True) as tmp:
                 _make(recipe, seed, key, tmp)
             _log(f"built: {path}")
+    return path
+
+
+def _shipped(preset: str, seed: int, key: str) -> Path | None:
+    """The shipped organism when it is the one the current code would build, else None (said why)."""
+    path = shipped_dir(preset, seed)
+    if path is None:
+        return None
+    problem = verify(path, key)
+    if problem is None:
+        _log(f"shipped: {path}")
+        return path
+    if "belongs to" in problem:
+        _log(f"the shipped {preset} organism was trained on another corpus or recipe than this code "
+             f"generates ({problem}); building from the recipe (to ship a new one: {REBUILD_HINT})")
+    else:
+        _log(f"the shipped {preset} organism is corrupt ({problem}); building from the recipe")
+    return None
+
+
+def available(preset: str, seed: int = 0) -> Path | None:
+    """The organism of (`preset`, `seed`) if it is shipped or cached and intact, without building it."""
+    key = cache_key(recipe_for(preset), seed)
+    for path in (shipped_dir(preset, seed), cache_root() / key):
+        if path is not None and path.is_dir() and verify(path, key) is None:
+            return path
+    return None
+
+
+def build(preset: str = "smoke", out: Path | None = None, seed: int = 0, rebuild: bool = False) -> Path:
+    """Return the directory of the organism for (`preset`, `seed`): the shipped one when the
+    package holds it for this code's corpus, else the cached one, built if not cached.
+
+    With `rebuild`, retrain it from the recipe into the cache whatever is shipped or cached, and
+    say whether the weights are bit-identical to the shipped ones. With `out`, the organism is
+    also copied there (which must not exist or be empty) and `out` is returned.
+    """
+    recipe = recipe_for(preset)
+    if out is not None:
+        out = Path(out)
+        check_writable_parent(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"output directory {out} exists and is not empty; remove it or choose another --out")
+    key = cache_key(recipe, seed)
+    path = None if rebuild else _shipped(preset, seed, key)
+    if path is None:
+        path = _from_cache(recipe, seed, key, rebuild)
+    if rebuild and (shipped := shipped_dir(preset, seed)) is not None:
+        _log(f"rebuilt {key}: {_weights_match(path, shipped)}")
     if out is None:
         return path
     with atomic_dir(out, overwrite=True) as tmp:

@@ -129,8 +129,8 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     else:
         from tunescope.organism.build import cache_key, recipe_for
 
-        # the organism's cache key hashes its recipe and the world/organism source: an edit there
-        # makes a new organism, and every stage that read the old one is stale
+        # the organism's cache key hashes its recipe and its corpus: a world edit that changes the
+        # corpus makes a new organism, and every stage that read the old one is stale
         base_conf = {"organism": cfg.base.organism, "seed": cfg.base.seed,
                      "cache_key": cache_key(recipe_for(cfg.base.organism), cfg.base.seed)}
 
