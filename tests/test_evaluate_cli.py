@@ -146,3 +146,23 @@ def test_bad_input_exits_2_with_one_line(smoke_organism, tmp_path, capsys):
     assert "n_samples > 1" in run(str(smoke_organism), "--suite", "maths", "--n-samples", "2")
     assert "no answer field 'answer'" in run(str(smoke_organism), "--suite", "gsm8k", "--data",
                                              str(DATA / "missing_answer.jsonl"))
+
+
+def test_game24_outcome_shares_match_the_samples(smoke_organism, tmp_path):
+    """A `Diagnosed` suite gets one `outcome:<class>` share per class; they sum to 1 and equal the
+    classes recounted from samples.jsonl."""
+    from tunescope.world.game24 import game24_ood_task
+
+    out = tmp_path / "ev"
+    scores = evaluate([ModelRef(name="base", path=smoke_organism)], ["game24_ood"], out,
+                      EvalConfig(n=6, max_new_tokens=12, batch_size=6, bootstrap=100, kl_items=0))
+    shares = scores[scores.metric.str.startswith("outcome:")].set_index("metric")["value"]
+    assert list(shares.index) == [f"outcome:{c}" for c in game24_ood_task().DIAGNOSES]
+    assert shares.sum() == pytest.approx(1.0)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    task = game24_ood_task()
+    items = {it.id: it for it in task.items("test", 6)}
+    for s in samples:  # recomputed from the completion, independently of the sweep
+        assert s["outcome"] == task.diagnose(items[s["item_id"]], s["completion"])
+    for cls in task.DIAGNOSES:
+        assert shares[f"outcome:{cls}"] == pytest.approx(np.mean([s["outcome"] == cls for s in samples]))

@@ -97,3 +97,10 @@ def test_in_domain_gain_and_out_of_domain_loss_against_the_base_intervals():
     # GRPO losing more than SFT contradicts the claim; neither losing leaves it open
     assert _verdicts(_final_and_runs((0.6, 0.5, 0.7), (0.1, 0.0, 0.2), (0.4, 0.3, 0.5)), "SFT loses") == ["not supported"]
     assert _verdicts(_final_and_runs((0.6, 0.5, 0.7), (0.4, 0.3, 0.5), (0.4, 0.3, 0.5)), "SFT loses") == ["inconclusive"]
+
+
+def test_ood_peak_finding_reports_faces_read_as_10():
+    curve = _curve([0.10, 0.30, 0.20, 0.12], [0.1, 0.3, 0.5, 0.7])
+    mix = pd.DataFrame({"run": "sft24", "seed": 0, "step": curve["step"], "faces_as_10": [0.0, 0.05, 0.2, 0.6]})
+    (peak,) = [x for x in compute({"ood_curve": curve, "ood_outcomes": mix}) if x.topic == "ood peak"]
+    assert "5% at the peak, 60% at the end" in peak.text

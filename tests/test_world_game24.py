@@ -197,3 +197,19 @@ def test_other_rule_items_are_solved_under_their_own_rule_on_free_hands():
         assert rule.text() in it.prompt and not is_test_hand(it.meta["cards"])
         assert {"J", "Q", "K"} & set(it.meta["cards"])
         assert judge(it.meta["values"], it.answer) == "correct"
+
+
+def test_diagnose_splits_faces_read_as_10_off_wrong_numbers():
+    task = game24_ood_task()
+    item = next(it for it in task.items("test", task.count("test"))
+                if set(it.meta["cards"]) & {"J", "Q", "K"} and solve([card_value(c, "id") for c in it.meta["cards"]]))
+    as_ten = [card_value(c, "id") for c in item.meta["cards"]]
+    misread = format_completion("x", f"formula: {solve(as_ten)}=24")  # right under J/Q/K = 10, not the stated rule
+    assert task.outcome(item, misread) == "wrong_numbers" and task.diagnose(item, misread) == "faces_as_10"
+    assert task.diagnose(item, format_completion(item.solution, item.answer)) == "correct"
+    assert task.diagnose(item, format_completion("x", "formula: 1+2=24")) == "wrong_numbers"
+    assert task.diagnose(item, "no answer") == "no_solution"
+    ident = game24_task()
+    id_item = ident.items("test", 1)[0]
+    assert ident.diagnose(id_item, format_completion("x", "formula: 1+2=24")) == "wrong_numbers"
+    assert set(task.DIAGNOSES) == set(SHAPED) | {"faces_as_10"}

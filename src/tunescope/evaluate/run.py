@@ -10,8 +10,11 @@ config resumes after the last finished checkpoint (rows of an unfinished one are
 
 Outputs in `out/`:
     samples.jsonl     one line per completion: model, path, step, suite, item_id, sample, mode,
-                      prompt, completion, extracted, score (+ n_tokens, truncated, error)
+                      prompt, completion, extracted, score (+ n_tokens, truncated, error, and
+                      for a `Diagnosed` task such as game24 its class of the completion, outcome)
     scores.csv        model, path, method, step, fraction, suite, metric, value, ci_low, ci_high, n
+                      (metrics: accuracy, answer_rate, pass@k / mean@k, and `outcome:<class>`, the
+                      share of each class of a `Diagnosed` task)
     distribution.csv  model, path, step, fraction, reference, kl, kl_ci_low, kl_ci_high, mean_length,
                       mean_entropy, n_tokens
     eval.json         resolved config, provenance, finished and failed checkpoints
@@ -36,7 +39,7 @@ from tunescope.errors import UserError
 from tunescope.evaluate.filetasks import FileTask
 from tunescope.evaluate.outputs import SCORE_COLUMNS, append, key, open_out, write_state
 from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
-from tunescope.world.task import Item, Task, format_completion
+from tunescope.world.task import Diagnosed, Item, Task, format_completion
 
 
 @dataclass
@@ -183,10 +186,12 @@ def _evaluate_one(m: ModelRef, engine: Any, prepared: list[_Suite], cfg: EvalCon
                                    seed=seed, progress=f"{m.name} {s.name}")
             per_item = np.zeros((len(s.items), cfg.n_samples))  # (N, n)
             answered = np.zeros_like(per_item)
+            outcomes: list[list[str | None]] = [[] for _ in s.items]
             for i, (item, item_gens) in enumerate(zip(s.items, gens)):
                 for j, g in enumerate(item_gens):
                     rec = _score_completion(s.task, item, g.text)
                     per_item[i, j], answered[i, j] = rec["score"], rec["extracted"] is not None
+                    outcomes[i].append(rec.get("outcome"))
                     samples.append({**base, "item_id": item.id, "sample": j, "mode": "generate",
                                     "prompt": item.prompt, "completion": g.text, **rec,
                                     "n_tokens": g.n_tokens, "truncated": g.truncated})
@@ -196,6 +201,8 @@ def _evaluate_one(m: ModelRef, engine: Any, prepared: list[_Suite], cfg: EvalCon
             name = "accuracy" if s.task.kind == "generate" or cfg.mc_mode == "generate" else "accuracy_letter"
             scores.append(_metric(m, s.name, name, per_item.mean(1), cfg))
             scores.append(_metric(m, s.name, "answer_rate", answered.mean(1), cfg))
+            if isinstance(s.task, Diagnosed):
+                scores += _outcome_shares(m, s, outcomes, cfg)
             if cfg.n_samples > 1:
                 scores.append(_metric(m, s.name, f"mean@{cfg.n_samples}", per_item.mean(1), cfg))
                 correct = per_item.sum(1).round().astype(int)
@@ -224,11 +231,24 @@ def _evaluate_one(m: ModelRef, engine: Any, prepared: list[_Suite], cfg: EvalCon
 
 
 def _score_completion(task: Task, item: Item, text: str) -> dict[str, Any]:
-    """Extraction and scoring, recorded separately; output the verifier cannot handle is scored wrong."""
+    """Extraction and scoring, recorded separately; output the verifier cannot handle is scored wrong.
+    A `Diagnosed` task's class of the completion is recorded as `outcome`."""
     try:
-        return {"extracted": task.extract(text), "score": float(task.score(item, text)), "error": None}
+        rec = {"extracted": task.extract(text), "score": float(task.score(item, text)), "error": None}
+        if isinstance(task, Diagnosed):
+            rec["outcome"] = task.diagnose(item, text)
+        return rec
     except Exception as e:  # a task's scorer choking on model output must not end the sweep
         return {"extracted": None, "score": 0.0, "error": f"{type(e).__name__}: {e}"}
+
+
+def _outcome_shares(m: ModelRef, s: _Suite, outcomes: list[list[str | None]], cfg: EvalConfig) -> list[dict]:
+    """Per class of a `Diagnosed` task, the share of completions in it (`outcome:<class>`, with CIs)."""
+    rows = []
+    for cls in s.task.DIAGNOSES:  # type: ignore[attr-defined]
+        share = np.array([np.mean([o == cls for o in item]) for item in outcomes])
+        rows.append(_metric(m, s.name, f"outcome:{cls}", share, cfg))
+    return rows
 
 
 def _choice_by_loglik(engine: Any, s: _Suite, cfg: EvalConfig, base: dict[str, Any]):

@@ -235,7 +235,20 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
         if flat:
             out[-1].text += (f" The out-of-distribution score is {p['ood']:.2f} at every checkpoint, so this run "
                              "cannot show a peak (the model never solves, or always solves, these items).")
+        out[-1].text += _faces_as_10(t.get("ood_outcomes"), run, int(p["step"]), int(last["step"]))
     return out
+
+
+def _faces_as_10(mix: pd.DataFrame | None, run: str, peak: int, last: int) -> str:
+    """How the share of OOD answers that value J, Q and K as 10 moved from the peak to the end."""
+    if mix is None or "faces_as_10" not in mix:
+        return ""
+    r = mix[mix["run"] == run]
+    r = r[r["seed"] == r["seed"].min()].set_index("step")
+    if peak not in r.index or last not in r.index:
+        return ""
+    return (f" Answers that value J, Q and K as 10 against the stated rule: {_pct(r.loc[peak, 'faces_as_10'])} at "
+            f"the peak, {_pct(r.loc[last, 'faces_as_10'])} at the end.")
 
 
 def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
@@ -250,7 +263,7 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
                 f"{row.ood_reference:.2f}, recovering {_pct(row.recovery)}{interval} of the loss.")
         if not math.isfinite(row.recovery):
             text += " Nothing was lost between the peak and the target, so recovery is undefined."
-        claim = ("RL recovers most of the OOD loss (85-99% in Jin et al.)" if row.kind == "run"
+        claim = ("RL recovers most of the OOD loss (85-99% in Jin et al., with PPO; GRPO here)" if row.kind == "run"
                  else "Restoring top-20% directions or resetting the first 25% of layers recovers 70-80% (Jin et al.)")
         if not math.isfinite(row.recovery):
             verdict = "inconclusive"

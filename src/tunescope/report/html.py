@@ -145,6 +145,12 @@ index-matched singular vectors; right: mean principal angle of the head, bulk an
 {figure(figs.get('ood'), 'OOD peak and recovery')}
 {table(t('recovery'), ['label', 'kind', 'suite', 'ood_reference', 'ood_target', 'ood_after', 'id_after', 'recovery',
                        'recovery_low', 'recovery_high', 'interval'])}
+<p class="note">Jin et al.'s RL was PPO; GRPO stands in for it here (TRL 1.16 has no PPO trainer).</p>
+<h3>How the out-of-distribution answers go wrong</h3>
+<p class="note">Share of each outcome per checkpoint: correct; partial (the card values, not 24);
+faces_as_10 (the values J, Q and K have under the training rule, not the stated one); other
+wrong_numbers; illegal (does not parse); no_solution. Intervals per share are in scores.csv.</p>
+{table(t('ood_outcomes'))}
 <h2>Setup</h2>
 <h3>Wall time per stage</h3>
 <p class="note">Total {total:.1f} s of stage time (cached stages show the time of the run that made them).</p>

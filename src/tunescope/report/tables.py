@@ -390,4 +390,21 @@ def _ood_peak(manifest: dict[str, Any], scores: pd.DataFrame) -> dict[str, pd.Da
         out["ood_curve"] = pd.concat(curves, ignore_index=True)
     if recs:
         out["recovery"] = pd.DataFrame(recs)
+    mix = _outcome_mix(manifest, scores)
+    if mix is not None:
+        out["ood_outcomes"] = mix
     return out
+
+
+def _outcome_mix(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame | None:
+    """How each checkpoint answers the OOD suites: the share of every outcome class of a
+    `Diagnosed` task (correct, partial, faces_as_10, …), one row per run, seed and step."""
+    oods = {spec["ood_suite"] for spec in manifest["runs"].values() if spec.get("ood_suite")}
+    o = scores[scores["metric"].str.startswith("outcome:") & scores["suite"].isin(oods)]
+    if o.empty:
+        return None
+    wide = o.assign(outcome=o["metric"].str.removeprefix("outcome:")).pivot_table(
+        index=["run", "label", "kind", "seed", "step", "fraction", "suite"], columns="outcome", values="value",
+        sort=False)
+    order = [c for c in dict.fromkeys(o["metric"].str.removeprefix("outcome:")) if c in wide.columns]
+    return wide[order].reset_index().rename_axis(columns=None)

@@ -417,6 +417,22 @@ class Game24Task:
     def outcome(self, item: Item, completion: str) -> str:
         return judge(item.meta["values"], extract_answer(completion))
 
+    DIAGNOSES = ("correct", "partial", "faces_as_10", "wrong_numbers", "illegal", "no_solution")
+
+    def diagnose(self, item: Item, completion: str) -> str:
+        """`outcome`, with `faces_as_10` split off `wrong_numbers`: the formula uses the hand's values
+        under the in-distribution rule (J, Q and K worth 10) where the stated rule values them otherwise,
+        the way SFT on that rule teaches a model to misread another (`tunescope.world.task.Diagnosed`)."""
+        outcome = self.outcome(item, completion)
+        if outcome != "wrong_numbers" or item.meta.get("faces", RULES["id"].faces) == RULES["id"].faces:
+            return outcome
+        as_ten = sorted(RULES["id"].value(c) for c in item.meta["cards"])
+        try:
+            _, numbers = evaluate(self.extract(completion) or "")
+        except (FormulaError, ZeroDivisionError):
+            return outcome
+        return "faces_as_10" if sorted(numbers) == as_ten else outcome
+
     def score(self, item: Item, completion: str) -> float:
         return 1.0 if self.outcome(item, completion) == "correct" else 0.0
 

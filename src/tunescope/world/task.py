@@ -77,3 +77,16 @@ class Task(Protocol):
     def reward(self, item: Item, completion: str) -> float:
         """The RL reward for this completion."""
         ...
+
+
+@runtime_checkable
+class Diagnosed(Protocol):
+    """A task that also says *how* a completion went wrong: one of `DIAGNOSES` per completion.
+    Evaluation records it per sample and scores the share of each class (`outcome:<class>`)."""
+
+    DIAGNOSES: tuple[str, ...]
+
+    def diagnose(self, item: Item, completion: str) -> str:
+        """The completion's class, one of `DIAGNOSES`."""
+        ...
+
