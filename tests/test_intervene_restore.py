@@ -191,13 +191,14 @@ def test_sharded_output_float64_and_sidecar(pair, tmp_path):
 
 @pytest.mark.parametrize("text, n, want", [("0-25%", 32, (0, 7)), ("0-25%", 4, (0, 0)), ("50-100%", 6, (3, 5)),
                                            ("0-3", 4, (0, 3)), ("2", 4, (2, 2)), ("0%-7%", 100, (0, 6)),
-                                           ("75-100%", 16, (12, 15))])
+                                           ("75-100%", 16, (12, 15)), ("10-20%", 4, (0, 0)),
+                                           ("60%-80%", 32, (19, 25))])
 def test_parse_layers(text, n, want):
     assert parse_layers(text, n) == want
 
 
 @pytest.mark.parametrize("text, fragment", [("0-4", "outside the model"), ("3-1", "empty"), ("0-120%", "0-100%"),
-                                            ("10-20%", "holds no layer"), ("first", "must look like"),
+                                            ("first", "must be a layer"),
                                             ("0.5-2", "integers")])
 def test_parse_layers_rejects(text, fragment):
     with pytest.raises(UserError, match=fragment):
@@ -224,7 +225,7 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):
         ([str(ref), str(target), "--method", "reset", "--layers", "2-9"], "outside the model"),
         ([str(ref), str(target), "--method", "reset"], "needs a layer range"),
         ([str(ref), str(target), "--method", "direction", "--select", "embed"], "--include-embeddings"),
-        ([str(ref), str(target), "--method", "direction", "--select", "q@7"], "matches no tensor"),
+        ([str(ref), str(target), "--method", "direction", "--select", "q@7"], "selector 'q@7': layer range '7' is outside the model"),
         ([str(ref), str(tmp_path / "nope"), "--method", "direction"], "no config.json"),
         ([str(ref), str(target), "--method", "direction", "--device", "tpu"], "use cpu or cuda"),
     ]

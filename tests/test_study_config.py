@@ -6,7 +6,8 @@ import pytest
 
 from tunescope.cli import main
 from tunescope.errors import UserError
-from tunescope.study.config import load_study, resolve_layers, resolve_selector
+from tunescope.naming import resolve_selector
+from tunescope.study.config import load_study
 
 
 @pytest.mark.parametrize("preset", ["default", "smoke"])
@@ -31,7 +32,7 @@ def test_builtin_studies_are_valid(preset):
     (["runs.grpo24.init=sft:best_ood"], "needs runs.sft.ood_suite"),
     (["runs.grpo24.init=sft24:1.5"], "must lie between 0 and 1"),
     (["runs.sft24.init=grpo24:last"], "in a cycle"),
-    (["runs.sft.freeze=[gate@60%-20%]"], "runs.sft.freeze[0]: layer range"),
+    (["runs.sft.freeze=[gate@60%-20%]"], "runs.sft.freeze[0]: selector 'gate@60%-20%': layer range"),
     (["runs.sft.freeze=[mlp@1-2]"], "runs.sft.freeze[0]: selector 'mlp@1-2': unknown module type"),
     (["interventions.reset_first25.layers=null"], "interventions.reset_first25.layers: reset needs"),
     (["interventions.restore_top20.method=magic"], "unknown intervention 'magic'"),
@@ -72,12 +73,21 @@ def test_dataset_run_and_file_suites(tmp_path):
 
 
 def test_layer_fractions_resolve_against_depth():
-    assert resolve_layers("60%-80%", 32) == "19-25"  # the layers the original study froze
-    assert resolve_layers("0%-25%", 32) == "0-7"
-    assert resolve_layers("0%-25%", 4) == "0-0"
-    assert resolve_layers("3-5", 4) == "3-5"
+    assert resolve_selector("gate,up,down@60%-80%", 32) == "gate,up,down@19-25"  # the layers the original froze
+    assert resolve_selector("*@0%-25%", 32) == "*@0-7"
+    assert resolve_selector("*@0%-25%", 4) == "*@0-0"
+    assert resolve_selector("q@3-5", 6) == "q@3-5"
     assert resolve_selector("gate,up,down@60%-80%", 8) == "gate,up,down@4-6"
     assert resolve_selector("q,k", 8) == "q,k"
+
+
+def test_manifest_budgets_resolve_selectors_at_the_real_depth(tmp_path):
+    """The resolved budgets the report prints use the base's depth, not a placeholder."""
+    from tunescope.study.runner import make_manifest
+
+    cfg = load_study(None, overrides=["base.organism=smoke"])  # the default study: 60%-80% of a 2-layer organism
+    manifest = make_manifest(cfg, {})
+    assert manifest["runs"]["sft_frozen_mlp"]["budget_resolved"]["freeze"] == ["gate,up,down@1-1"]
 
 
 def test_cli_check_validates_without_work(tmp_path, capsys):

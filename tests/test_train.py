@@ -159,6 +159,7 @@ def test_grpo_from_an_sft_checkpoint_logs_rewards_kl_and_generation(grpo_run, sf
 
 @pytest.mark.parametrize("key, selector, frozen_if", [
     ("freeze", "gate,up,down@1", lambda n: ".layers.1.mlp." in n),
+    ("freeze", "gate,up,down@60%-80%", lambda n: ".layers.1.mlp." in n),  # a share of depth: layer 1 of 2
     ("train_only", "q,k", lambda n: not ("q_proj" in n or "k_proj" in n)),
 ])
 def test_frozen_tensors_are_bit_identical(key, selector, frozen_if, smoke_organism, tmp_path):
@@ -173,9 +174,11 @@ def test_frozen_tensors_are_bit_identical(key, selector, frozen_if, smoke_organi
     assert all(not torch.equal(base[k], last[k]) for k in trained)
 
 
-def test_selector_matching_nothing_is_an_error(smoke_organism, tmp_path):
-    with pytest.raises(UserError, match="matches no tensor"):
+def test_selector_outside_the_model_or_matching_nothing_is_an_error(smoke_organism, tmp_path):
+    with pytest.raises(UserError, match="selector 'q@5-9': layer range '5-9' is outside the model, which has layers 0-1"):
         train("sft", smoke_organism, tmp_path / "run", budget("freeze=[q@5-9]"))
+    with pytest.raises(UserError, match="matches no tensor"):
+        train("sft", smoke_organism, tmp_path / "run", budget("freeze=[lm_head@1]"))
 
 
 def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(sft_run, smoke_organism, tmp_path):

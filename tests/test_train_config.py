@@ -146,3 +146,4 @@ def test_selectors_from_the_command_line():
     assert load_budget("smoke", ["freeze=gate,up,down@19-25"]).freeze == ["gate,up,down@19-25"]
     assert load_budget("smoke", ["train_only=q,k; o@0"]).train_only == ["q,k", "o@0"]
     assert load_budget("smoke", ["freeze=['gate,up@1', down]"]).freeze == ["gate,up@1", "down"]
+    assert load_budget("smoke", ["freeze=q@25%-55%"]).freeze == ["q@25%-55%"]  # as in a study file

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from tunescope.analyse.diff import check_same_layout
 from tunescope.analyse.layout import Part, parts, read_config
 from tunescope.errors import UserError
-from tunescope.naming import Selector, parse_selector
+from tunescope.naming import Selector, depth_of, parse_selector
 from tunescope.provenance import provenance, write_json
 from tunescope.threads import cpu_threads
 from tunescope.weights import WeightFiles
@@ -176,11 +176,13 @@ def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAUL
     ranks = list(ranks)
     if not ranks or any(not 0 < f <= 1 for f in ranks):
         raise UserError(f"--ranks must be fractions in (0, 1], got {ranks}")
-    sels = [parse_selector(s) for s in (select or [])]
     dev = _device(device)
     ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)
     check_same_layout(ref_w, tgt_w)
     config = read_config(ref)
+    depth = depth_of(ref_w.names())
+    sels = [parse_selector(s) for s in (select or [])]
+    sels = [s.resolve(depth) if s.range is not None and depth else s for s in sels]
 
     todo = [p for n in ref_w.names() if len(ref_w.shape(n)) == 2
             for p in parts(n, ref_w.shape(n), config) if p.param == "weight" and _selected(p, sels)]

@@ -15,19 +15,16 @@ Methods (formulas in `edits.py`): direction, full, values, reset, interpolate.
 Which tensors: every tensor of the transformer blocks (SVD methods keep only the 2-D ones, so norms
 stay TARGET's), narrowed by selectors ("q,k@0-3", as in `tunescope.naming`) and by `layers`.
 Tensors outside the blocks (embeddings, LM head, final norm) are edited only with
-`include_embeddings=True`. `layers` is "0-3" (inclusive indices) or "0-25%" (fractions of depth:
-layer i is in when lo·L ≤ i < hi·L, so "0-25%" of 32 layers is 0-7).
+`include_embeddings=True`. `layers` is "0-3" (inclusive indices) or "0%-25%" (a share of depth,
+rounded by the one rule of `tunescope.naming`: "0%-25%" of 32 layers is 0-7, "60%-80%" is 19-25).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from tunescope.checkpoints import SIDECAR, read_sidecar
 from tunescope.errors import UserError
 from tunescope.fsutil import atomic_dir
 from tunescope.intervene import METHODS, edits
-from tunescope.naming import parse, parse_selector
+from tunescope.naming import layer_range, parse, parse_selector
 from tunescope.naming import select as select_names
 from tunescope.provenance import provenance, write_json
 from tunescope.weights import ShardWriter, WeightFiles
@@ -89,28 +86,8 @@ class RestoreOptions:
 
 
 def parse_layers(text: str, n_layers: int) -> tuple[int, int]:
-    """Inclusive (lo, hi) layer indices for "3", "0-3" or "0-25%" (fractions of `n_layers`)."""
-    num = r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*"
-    m = re.fullmatch(num + r"(?:-" + num + r")?", text)
-    if not m:
-        raise UserError(f"layer range '{text}' must look like 0-3 or 0-25%")
-    a, a_pct, b, b_pct = m.group(1), m.group(2), m.group(3) or m.group(1), m.group(4) or m.group(2)
-    if a_pct or b_pct:
-        lo, hi = Fraction(a) / 100, Fraction(b) / 100  # exact: "7%" of 100 layers is 7, not 7.000001
-        if not 0 <= lo < hi <= 1:
-            raise UserError(f"layer range '{text}' must be low-high within 0-100%")
-        first, last = math.ceil(lo * n_layers), math.ceil(hi * n_layers) - 1  # lo·L ≤ i < hi·L
-        if last < first:
-            raise UserError(f"layer range '{text}' holds no layer of this {n_layers}-layer model; widen it")
-        return first, last
-    if "." in a or "." in b:
-        raise UserError(f"layer range '{text}': layer indices are integers (or write percentages, 0-25%)")
-    lo, hi = int(a), int(b)
-    if hi < lo:
-        raise UserError(f"layer range '{text}' is empty; write it low-high")
-    if hi >= n_layers:
-        raise UserError(f"layer range '{text}' is outside the model, which has layers 0-{n_layers - 1}")
-    return lo, hi
+    """Inclusive (lo, hi) layer indices for "3", "0-3" or "0%-25%" (`tunescope.naming.layer_range`)."""
+    return layer_range(text, n_layers)
 
 
 def count_layers(model_dir: Path, names: list[str]) -> int:

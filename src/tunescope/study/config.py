@@ -26,7 +26,6 @@ and are resolved against the base model (32 layers: 19-25, the layers the origin
 from __future__ import annotations
 
 import functools
-import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +34,7 @@ from typing import Any
 
 from tunescope.config import apply_overrides, from_dict, read_yaml, to_dict
 from tunescope.errors import UserError
+from tunescope.naming import parse_layer_range, resolve_selector
 
 METHODS = ("sft", "grpo")
 INTERVENTIONS = ("direction", "full", "values", "reset", "interpolate")  # tunescope.intervene.METHODS
@@ -210,18 +210,9 @@ def _check_selector(text: str, where: str) -> None:
     from tunescope.naming import parse_selector
 
     try:
-        parse_selector(re.sub(r"@.*$", "@0", text) if "%" in text else text)
+        parse_selector(text)
     except UserError as e:
         raise UserError(f"{where}: {e}") from None
-    if "%" in text:
-        parse_fraction_range(text.partition("@")[2], where)
-
-
-def parse_fraction_range(text: str, where: str) -> tuple[float, float]:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)%\s*-\s*(\d+(?:\.\d+)?)%\s*", text)
-    if not m or not 0 <= float(m.group(1)) < float(m.group(2)) <= 100:
-        raise UserError(f"{where}: layer range {text!r} must look like 60%-80% (low < high, within 0-100%)")
-    return float(m.group(1)) / 100, float(m.group(2)) / 100
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -306,10 +297,11 @@ def validate(cfg: StudyConfig) -> None:
             raise UserError(f"{where}.k: {iv.k} must be a share of directions in (0, 1]")
         if iv.method == "reset" and not iv.layers:
             raise UserError(f"{where}.layers: reset needs a layer range such as 0%-25% or 0-7")
-        if iv.layers and "%" in iv.layers:
-            parse_fraction_range(iv.layers, f"{where}.layers")
-        elif iv.layers and not re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", iv.layers):
-            raise UserError(f"{where}.layers: {iv.layers!r} must look like 0%-25% or 0-7")
+        if iv.layers:
+            try:
+                parse_layer_range(iv.layers)
+            except UserError as e:
+                raise UserError(f"{where}.layers: {e}") from None
         if recovery_suite(cfg, name) is None:
             raise UserError(f"{where}.recovery_suite: name the suite recovery is measured on "
                             "(or give the reference run an ood_suite)")
@@ -350,24 +342,26 @@ def _check_acyclic(cfg: StudyConfig) -> None:
 def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> Any:
     """The run's training config: the study budget <- training.settings <- the run's own keys.
 
-    Layer fractions in freeze selectors are resolved when `n_layers` is known (the runner knows it;
-    validation checks the rest with a placeholder depth).
+    Shares of depth in freeze selectors ("gate,up,down@60%-80%") are resolved to layers when
+    `n_layers` is known (the runner reads the base's depth) and kept as written otherwise; a range
+    outside the model is an error either way, here or when training selects the tensors.
     """
     try:
         from tunescope.train.config import BudgetConfig, load_budget
     except ImportError:  # the training stage is not installed: nothing more to check here
         return None
     spec = cfg.runs[run]
-    depth = n_layers or 100
     try:
         base = to_dict(load_budget(cfg.training.budget))
     except UserError as e:
         raise UserError(f"training.budget: {e}; name a packaged budget (smoke, default) or a YAML file") from None
     merged = _merge(_merge(base, cfg.training.settings), spec.budget)
     merged.update(task=None if spec.dataset else spec.task, dataset=spec.dataset, seed=seed,
-                  freeze=[resolve_selector(s, depth) for s in spec.freeze],
-                  train_only=[resolve_selector(s, depth) for s in spec.train_only])
+                  freeze=list(spec.freeze), train_only=list(spec.train_only))
     try:
+        if n_layers:
+            merged["freeze"] = [resolve_selector(s, n_layers) for s in spec.freeze]
+            merged["train_only"] = [resolve_selector(s, n_layers) for s in spec.train_only]
         return from_dict(BudgetConfig, merged)
     except UserError as e:
         raise UserError(f"runs.{run}.budget: {e}") from None
@@ -399,23 +393,3 @@ def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
         return iv.recovery_suite
     run = parse_ref(iv.reference)[0]
     return cfg.runs[run].ood_suite if run in cfg.runs else None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Layer fractions -> absolute layers (needs the base model's depth)
-
-
-def resolve_layers(text: str, n_layers: int) -> str:
-    """ "60%-80%" -> "19-25" for 32 layers (lo = floor(a*L), hi = ceil(b*L) - 1); absolute ranges pass."""
-    if "%" not in text:
-        return text.strip()
-    a, b = parse_fraction_range(text, "layers")
-    lo, hi = math.floor(a * n_layers), max(math.floor(a * n_layers), math.ceil(b * n_layers) - 1)
-    return f"{lo}-{min(hi, n_layers - 1)}"
-
-
-def resolve_selector(text: str, n_layers: int) -> str:
-    mods, at, rng = text.partition("@")
-    return f"{mods}@{resolve_layers(rng, n_layers)}" if at else text
-
-

@@ -333,12 +333,27 @@ def _report_fn(cfg: StudyConfig, out: Path) -> Callable[[Context], dict[str, Any
     return fn
 
 
+def base_depth(cfg: StudyConfig) -> int | None:
+    """Number of layers of the study's base, without building or loading it (None when unknown)."""
+    if cfg.base.path is None:
+        from tunescope.organism.build import recipe_for
+        from tunescope.organism.model import MODELS
+
+        recipe = recipe_for(cfg.base.organism)
+        return MODELS[recipe.preset](recipe.vocab_size).num_hidden_layers
+    try:
+        return _n_layers(cfg.base.path)
+    except (UserError, OSError, ValueError):  # a hub id not in the local cache: resolved when trained
+        return None
+
+
 def make_manifest(cfg: StudyConfig, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What the report reads: the resolved config, the runs' roles and every stage's record."""
     runs = {}
+    depth = base_depth(cfg)
     for run, spec in cfg.runs.items():
         runs[run] = to_dict(spec) | {"label": spec.label or run,
-                                     "budget_resolved": to_dict(budget_for(cfg, run, spec.seeds[0], None))}
+                                     "budget_resolved": to_dict(budget_for(cfg, run, spec.seeds[0], depth))}
     return {"config": to_dict(cfg), "runs": runs,
             "interventions": {n: to_dict(iv) | {"suite": recovery_suite(cfg, n)} for n, iv in cfg.interventions.items()},
             "stages": {n: {k: r.get(k) for k in ("name", "kind", "key", "dir", "result", "wall_s", "config")}
