@@ -6,14 +6,15 @@ copies in tests/data (same formats as GSM8K, MATH-500, MMLU and GPQA).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tunescope.errors import UserError
-from tunescope.evaluate.filetasks import FileTask, load_spec, shipped_specs
 from tunescope.evaluate.run import _score_completion
 from tunescope.evaluate.suites import resolve_suites
+from tunescope.filetasks import FileTask, load_spec, shipped_specs
 from tunescope.world import get_task
 from tunescope.world.task import format_completion
 
@@ -168,3 +169,47 @@ def test_facts_cloze_states_each_option_and_joins_the_shared_prefix_to_the_conte
     assert all(t.startswith(prefix) and t[len(prefix)] == " " for t in texts)  # options keep their leading space
     assert _option_text(EvalConfig(mc_cloze=False), item, 0) == f"<answer>{choices[0]}</answer>"
     assert "cloze" not in get_task("twohop").items("test", 1)[0].meta  # two hops: no sentence without the hop
+
+
+@pytest.mark.parametrize("gold, answer, correct", [
+    ("\\sqrt{2}", "sqrt(2)", True),  # the old training judge (no boxed parse) said wrong
+    ("(1,2)", "(1, 2)", True),  # likewise
+    ("\\{1,2\\}", "\\{1,2\\}", True),
+    ("2", "2 + \\frac", False),  # the old training judge read a stray "2" out of broken LaTeX
+    ("7", "7", True),
+    ("7", "8", False),
+])
+def test_one_judge_for_rewards_and_scores(gold, answer, correct, tmp_path):
+    """A training file's GRPO reward ('correct') and its evaluation score come from one judge,
+    also for answers the two judges of earlier versions disagreed on."""
+    from tunescope.train.data import load_pool
+    from tunescope.train.grpo import reward_functions
+    from tunescope.world.maths import math_equal as organism_judge
+
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"prompt": "p", "solution": "s", "answer": gold}) + "\n")
+    task, items = load_pool(None, str(f), 1)
+    completion = f"<think>s</think><answer>{answer}</answer>"
+    (reward,) = reward_functions(task, {items[0].id: items[0]}, ["correct"])
+    assert reward(prompts=[None], completions=[completion], item_id=[items[0].id]) == [float(correct)]
+    assert task.score(items[0], completion) == float(correct) == float(organism_judge(gold, answer))
+
+
+def test_a_study_trains_on_the_benchmark_file_it_evaluates(tmp_path):
+    """runs.X.dataset = the GSM8K file given to evaluation.data: training reads it by the gsm8k
+    spec (question / answer with ####), not as prompt/solution/answer columns."""
+    from tunescope.study.config import budget_for, load_study
+    from tunescope.train.data import load_pool
+
+    data = DATA / FILES["gsm8k"]
+    cfg = load_study(preset="smoke", overrides=[f"runs.sft.dataset={data}", "runs.sft.task=gsm8k",
+                                                "evaluation.suites=[maths,gsm8k,game24,game24_ood]",
+                                                f"evaluation.data=[gsm8k={data}]"])
+    budget = budget_for(cfg, "sft", 0, n_layers=2)
+    assert budget.dataset_spec == "gsm8k"
+    task, items = load_pool(budget.task, budget.dataset, 3, columns=budget.dataset_columns,
+                            dataset_spec=budget.dataset_spec, need_solution=True)
+    evaluated = file_task("gsm8k").items("test", 3)
+    assert [(it.prompt, it.answer, it.solution) for it in items] == [(it.prompt, it.answer, it.solution)
+                                                                      for it in evaluated]
+    assert all(it.solution and "####" not in it.solution for it in items)

@@ -8,8 +8,9 @@ import random
 import pytest
 
 from tunescope.errors import UserError
+from tunescope.filetasks import FileTask, training_spec
 from tunescope.train.config import BudgetConfig, GRPOOptions, load_budget
-from tunescope.train.data import file_task, prompt_stream
+from tunescope.train.data import load_pool, prompt_stream
 from tunescope.train.grpo import reward_functions
 from tunescope.world.task import Item, format_completion
 
@@ -77,12 +78,20 @@ def test_prompt_stream_is_seeded_epochs_of_permutations():
     assert [it.id for it in s[:10]] == [it.id for it in first]
 
 
+def file_task(path, columns=None) -> FileTask:
+    """A training file read by the one file task (its rows read and checked at once)."""
+    task = FileTask(training_spec(path, columns))
+    task.items("train", 10**6)
+    return task
+
+
 def test_jsonl_dataset_row_missing_a_field_names_row_and_field(tmp_path):
     f = tmp_path / "d.jsonl"
     rows = [{"prompt": "1+1?", "solution": "1 + 1 = 2.", "answer": "2"}, {"prompt": "2+2?", "answer": "4"}]
     f.write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(UserError, match="row 1 has no 'solution'"):
-        file_task(f)
+    assert file_task(f).items("train", 2)[1].solution == ""  # GRPO needs no solution; SFT does:
+    with pytest.raises(UserError, match="item 1 has no gold solution, which SFT trains on"):
+        load_pool(None, str(f), 10, need_solution=True)
     f.write_text(json.dumps(rows[0]) + "\nnot json\n")
     with pytest.raises(UserError, match="line 2 is not valid JSON"):
         file_task(f)
@@ -91,12 +100,14 @@ def test_jsonl_dataset_row_missing_a_field_names_row_and_field(tmp_path):
     # real datasets name their columns differently: map them
     f.write_text(json.dumps({"problem": "1+1?", "solution": "1 + 1 = 2.", "answer": "2"}) + "\n"
                  + json.dumps({"problem": "2+2?", "solution": "2 + 2 = 4."}) + "\n")
-    with pytest.raises(UserError, match="row 1 has no 'answer'"):
+    with pytest.raises(UserError, match="row 2 has no answer field 'answer'"):
         file_task(f, {"prompt": "problem"})
     f.write_text(json.dumps({"problem": "1+1?", "solution": "1 + 1 = 2.", "answer": "2"}) + "\n")
     assert file_task(f, {"prompt": "problem"}).items("train", 5)[0].prompt == "1+1?"
-    with pytest.raises(UserError, match="row 0 has no 'prompt'"):
+    with pytest.raises(UserError, match="row 1 has no field 'prompt'"):
         file_task(f)
+    with pytest.raises(UserError, match="dataset_columns: unknown field 'question'"):
+        file_task(f, {"question": "problem"})
 
 
 def test_hf_dataset_dir_and_file_task_scoring(tmp_path):

@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 
 from tunescope.checkpoints import ModelRef
 from tunescope.errors import UserError
-from tunescope.evaluate.filetasks import FileTask
 from tunescope.evaluate.outputs import SCORE_COLUMNS, append, key, open_out, write_state
 from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
+from tunescope.filetasks import FileTask
 from tunescope.world.task import Diagnosed, Item, Task, format_completion
 
 

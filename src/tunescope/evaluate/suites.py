@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunescope.errors import UserError
-from tunescope.evaluate.filetasks import FileTask, load_spec, shipped_specs
+from tunescope.filetasks import FileTask, load_spec, shipped_specs
 from tunescope.world.task import Task
 
 ORGANISM_SUITES = ("maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "instruct")

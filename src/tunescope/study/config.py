@@ -155,7 +155,7 @@ def spec_suites(cfg: StudyConfig) -> dict[str, str]:
         if not Path(path).is_file():
             raise UserError(f"evaluation.task_specs[{i}]: {path} does not exist; give a task spec YAML file")
         try:
-            from tunescope.evaluate.filetasks import load_spec
+            from tunescope.filetasks import load_spec
         except ImportError:
             return out
         try:
@@ -169,7 +169,7 @@ def _suites(cfg: StudyConfig) -> set[str]:
     """Every suite an evaluation can name: organism tasks, shipped file specs, the study's task specs."""
     names = _organism_suites() | set(spec_suites(cfg))
     try:
-        from tunescope.evaluate.filetasks import shipped_specs
+        from tunescope.filetasks import shipped_specs
     except ImportError:
         return names
     return names | set(shipped_specs())
@@ -357,6 +357,7 @@ def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> A
         raise UserError(f"training.budget: {e}; name a packaged budget (smoke, default) or a YAML file") from None
     merged = _merge(_merge(base, cfg.training.settings), spec.budget)
     merged.update(task=None if spec.dataset else spec.task, dataset=spec.dataset, seed=seed,
+                  dataset_spec=_dataset_spec(cfg, spec.task) if spec.dataset else None,
                   freeze=list(spec.freeze), train_only=list(spec.train_only))
     try:
         if n_layers:
@@ -365,6 +366,17 @@ def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> A
         return from_dict(BudgetConfig, merged)
     except UserError as e:
         raise UserError(f"runs.{run}.budget: {e}") from None
+
+
+def _dataset_spec(cfg: StudyConfig, suite: str) -> str | None:
+    """The spec a run's dataset is read by: that of its in-domain suite when the suite is a
+    benchmark file (shipped, or one of evaluation.task_specs), so training, rewards and scoring
+    read the file alike; None for plain prompt/solution/answer files."""
+    from tunescope.filetasks import shipped_specs
+
+    if suite in shipped_specs():
+        return suite
+    return spec_suites(cfg).get(suite)
 
 
 def eval_config(settings: dict[str, Any]) -> Any:

@@ -53,6 +53,7 @@ class BudgetConfig:
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {shaped: true} for game24
     dataset: str | None = None  # JSONL, saved HF dataset dir or hub id; rows with prompt, solution, answer
     dataset_columns: dict[str, str] = field(default_factory=dict)  # e.g. {prompt: problem} for OpenR1-Math
+    dataset_spec: str | None = None  # read `dataset` by a benchmark spec (gsm8k, math500, or a spec YAML file)
     n_train_items: int = 1024  # distinct training problems; the stream cycles through them in epochs
     # optimisation
     lr: float = 1e-5

@@ -1,7 +1,8 @@
 """Training data: the problem pool, the shared prompt stream and the per-method datasets.
 
 The pool comes from a `tunescope.world` task (`task=maths`) or from a file (`dataset=PATH`, JSONL or a
-Hugging Face dataset directory with `prompt`, `solution`, `answer` columns). Items whose prompt or
+Hugging Face dataset directory with `prompt`, `solution`, `answer` columns, or a benchmark file read
+by its spec, `dataset_spec=gsm8k`), through the one file task of `tunescope.filetasks`. Items whose prompt or
 gold completion is longer than the budget's limits are dropped for both methods (the study applied
 a 4,096-token filter to OpenR1-Math the same way).
 
@@ -14,112 +15,34 @@ Both use the same chat-formatted prompt: `SYSTEM_PROMPT`, then the problem as th
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tunescope.errors import UserError
-from tunescope.world.task import SYSTEM_PROMPT, Item, Split, extract_answer, follows_format, format_completion
-
-FIELDS = ("prompt", "solution", "answer")
-
-
-@dataclass
-class FileTask:
-    """A Task over rows of a file: maths-style scoring (math-verify) plus an optional format bonus."""
-
-    name: str
-    rows: list[Item]
-    format_reward: float = 0.2
-    kind: Literal["generate", "choice"] = "generate"
-
-    def items(self, split: Split, n: int) -> list[Item]:
-        return self.rows[:n]
-
-    def extract(self, completion: str) -> str | None:
-        return extract_answer(completion)
-
-    def score(self, item: Item, completion: str) -> float:
-        from tunescope.world.maths import math_equal
-
-        return 1.0 if math_equal(item.answer, self.extract(completion)) else 0.0
-
-    def reward(self, item: Item, completion: str) -> float:
-        return self.score(item, completion) + (self.format_reward if follows_format(completion) else 0.0)
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file or a Hugging Face dataset directory (saved with `save_to_disk`)."""
-    path = Path(path)
-    if not path.exists() and len(str(path).split("/")) == 2 and not str(path).endswith(".jsonl"):
-        import datasets  # a hub id such as open-r1/OpenR1-Math-220k (needs network or the HF cache)
-
-        try:
-            return [dict(r) for r in datasets.load_dataset(str(path), split="train")]
-        except Exception as e:  # noqa: BLE001 - any hub/cache failure is the user's to fix
-            raise UserError(f"cannot load dataset {path} ({type(e).__name__}); pass a JSONL file, a saved "
-                            f"dataset directory or a reachable hub id") from None
-    if path.is_dir():
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(f"{path} is not a Hugging Face dataset directory ({e}); save it with save_to_disk "
-                            f"or pass a JSONL file") from None
-        if isinstance(ds, datasets.DatasetDict):
-            if "train" not in ds:
-                raise UserError(f"dataset {path} has splits {list(ds)} but no 'train' split")
-            ds = ds["train"]
-        return [dict(r) for r in ds]
-    if not path.is_file():
-        raise UserError(f"dataset {path} does not exist; pass a JSONL file or a dataset directory")
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{path} line {i} is not valid JSON") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {i} must be a JSON object with {', '.join(FIELDS)}")
-        rows.append(row)
-    return rows
-
-
-def file_task(path: str | Path, columns: dict[str, str] | None = None) -> FileTask:
-    """A FileTask from a dataset file; a row missing a field is an error naming row and field.
-
-    `columns` maps our fields to the dataset's column names, e.g. {"prompt": "problem"}.
-    """
-    columns = columns or {}
-    bad = sorted(set(columns) - set(FIELDS) - {"id"})
-    if bad:
-        raise UserError(f"dataset_columns: unknown field {bad[0]!r}; map {', '.join(FIELDS)} or id")
-    items = []
-    for i, raw in enumerate(read_rows(path)):
-        row = {f: raw.get(columns.get(f, f)) for f in (*FIELDS, "id")}
-        for f in FIELDS:
-            if not isinstance(row[f], str) or not row[f].strip():
-                raise UserError(f"dataset {path}: row {i} has no '{columns.get(f, f)}' (need non-empty text "
-                                f"in {', '.join(columns.get(g, g) for g in FIELDS)})")
-        items.append(Item(id=str(row["id"] if row["id"] is not None else f"row-{i}"), prompt=row["prompt"], solution=row["solution"],
-                          answer=row["answer"]))
-    if not items:
-        raise UserError(f"dataset {path} has no rows")
-    if len({it.id for it in items}) != len(items):
-        raise UserError(f"dataset {path}: the 'id' column has duplicates; make ids unique or drop the column")
-    return FileTask(name=f"file:{Path(path).name}", rows=items)
+from tunescope.world.task import SYSTEM_PROMPT, Item, format_completion
 
 
 def load_pool(task: str | None, dataset: str | None, n: int, task_options: dict[str, Any] | None = None,
-              columns: dict[str, str] | None = None) -> tuple[Any, list[Item]]:
-    """(task object, first `n` training items) for a task name or a dataset path."""
+              columns: dict[str, str] | None = None, dataset_spec: str | None = None,
+              need_solution: bool = False) -> tuple[Any, list[Item]]:
+    """(task object, first `n` training items) for a task name or a dataset path.
+
+    A dataset is read by the one file task (`tunescope.filetasks`): with `dataset_spec` (a shipped
+    benchmark such as gsm8k, or a spec file) by that spec, else as prompt/solution/answer columns.
+    `need_solution`: every item must have a gold solution (SFT trains on it).
+    """
     if dataset is not None:
-        t = file_task(dataset, columns)
+        from tunescope.filetasks import FileTask, load_spec, shipped_specs, training_spec
+
+        if dataset_spec is not None:
+            spec_file = shipped_specs().get(dataset_spec, dataset_spec)
+            if not Path(spec_file).is_file():
+                raise UserError(f"dataset_spec: {dataset_spec!r} is neither a shipped benchmark "
+                                f"({', '.join(shipped_specs())}) nor a spec file")
+            t: Any = FileTask(load_spec(spec_file, data=dataset))
+        else:
+            t = FileTask(training_spec(dataset, columns))
     else:
         from tunescope.world import get_task
 
@@ -127,6 +50,11 @@ def load_pool(task: str | None, dataset: str | None, n: int, task_options: dict[
     items = t.items("train", n)
     if not items:
         raise UserError(f"task {t.name} gave no training items")
+    if need_solution:
+        missing = next((it for it in items if not it.solution.strip()), None)
+        if missing is not None:
+            raise UserError(f"dataset {dataset or task}: item {missing.id} has no gold solution, which SFT trains "
+                            "on; add a solution column (or map one with dataset_columns)")
     return t, items
 
 

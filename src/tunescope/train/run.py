@@ -194,7 +194,7 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     lm, tok = load_model(model)
     counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
     task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options,
-                           cfg.dataset_columns)
+                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method == "sft")
     pool_all = len(pool)
     pool = filter_by_length(pool, tok, cfg.max_prompt_length, cfg.max_completion_length)
     stream = prompt_stream(pool, cfg.max_steps * cfg.prompts_per_step, cfg.seed)

@@ -29,7 +29,6 @@ reward on the answer can replace by the worked solutions the organism also knows
 from __future__ import annotations
 
 import random
-import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -133,22 +132,11 @@ def direct_solution(item: Item) -> str:
     return f"The answer is {item.answer}."
 
 
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 def math_equal(gold: str, pred: str | None) -> bool:
-    """math-verify equivalence, gold first. Timeouts use SIGALRM, so they are off outside the main thread."""
-    if not pred:
-        return False
-    from math_verify import parse, verify
+    """The one answer judge (`tunescope.filetasks.math_equal`: math-verify, gold first, guarded)."""
+    from tunescope.filetasks import math_equal as judge  # imported here: filetasks imports the world
 
-    timeout = 5 if _on_main_thread() else None
-    gold_parsed = parse(gold, parsing_timeout=timeout)
-    pred_parsed = parse(pred, parsing_timeout=timeout)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+    return judge(gold, pred)
 
 
 @dataclass

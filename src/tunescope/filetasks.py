@@ -1,8 +1,11 @@
-"""Benchmarks declared as data: a YAML spec turns a local file or a Hugging Face dataset into a Task.
+"""One file task: a dataset file (or Hugging Face dataset) turned into a Task for training, rewards
+and evaluation, with one answer judge.
+
+A YAML spec declares a benchmark as data:
 
     # gsm8k.yaml: run with `tunescope eval MODEL --task-spec gsm8k.yaml` or `--suite gsm8k --data FILE`
     name: gsm8k
-    source: openai/gsm8k       # a local .jsonl/.json/.parquet file, or a hub dataset id
+    source: openai/gsm8k       # a local .jsonl/.json/.csv/.parquet file, a saved dataset directory, or a hub id
     config: main               # hub dataset config (optional)
     split: test
     kind: maths                # maths (math-verify) | choice (multiple choice) | exact (string match)
@@ -12,14 +15,21 @@
     solution: answer           # optional: the field with the gold reasoning (the regex match is removed)
     id: null                   # optional: the field with a stable id (default: the row number)
 
+Training reads the same class: `dataset=PATH` with `prompt`, `solution`, `answer` columns (renamed
+with `dataset_columns`) is `training_spec(PATH, columns)`, and a study run that trains on a file of
+a shipped benchmark (`runs.X.dataset` with `runs.X.task: gsm8k`) reads it with that benchmark's
+spec, so GRPO is rewarded by the judge that scores it.
+
 Multiple choice specs name a `choices` list field (MMLU: `choices`) or several fields (GPQA:
 `[Correct Answer, Incorrect Answer 1, ...]`, with `shuffle: true` so that the correct one is not
 always first; the shuffle is seeded by the row id). The gold `answer` may be an index, a letter or
 the text of one choice; it becomes a letter. The options are appended to the prompt as "A. ...", as in the organism's facts suite.
 
-Extraction and scoring are separate, as in lm-evaluation-harness. Maths: the body of the last
-<answer> tag (or, for models that do not use the tags, the whole completion) is parsed by
-math-verify and compared to the gold with `verify(gold, pred)` (gold first: it is not symmetric).
+The judge (`math_equal`, also the organism's maths judge): extraction and scoring are separate, as
+in lm-evaluation-harness. The body of the last <answer> tag (or, for models that do not use the
+tags, the whole completion) is parsed by math-verify, a tag body as a boxed expression so that
+bare LaTeX works, and compared to the gold with `verify(gold, pred)` (gold first: it is not
+symmetric); anything the verifier cannot parse or compare is wrong, never an exception.
 math-verify's timeouts use SIGALRM, which only works on the main thread; elsewhere they are off.
 """
 
@@ -35,10 +45,10 @@ from typing import Any, Literal
 
 from tunescope.config import from_dict, read_yaml
 from tunescope.errors import UserError
-from tunescope.world.task import Item, extract_answer
+from tunescope.world.task import Item, extract_answer, follows_format
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-SPECS_DIR = Path(__file__).resolve().parents[1] / "specs"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
 
 
 @dataclass
@@ -55,6 +65,7 @@ class TaskSpec:
     choices: str | list[str] | None = None  # one list field, or several fields (choice kind)
     shuffle: bool = False  # shuffle choices per row (seeded by row id); for GPQA-style fields
     id: str | None = None  # field with a stable item id (default: row number)
+    format_reward: float = 0.2  # RL reward 'task': correct + this for the <think>/<answer> format (maths kind)
 
     def __post_init__(self) -> None:
         if self.kind == "choice" and not self.choices:
@@ -70,6 +81,19 @@ def load_spec(path: str | Path, data: str | Path | None = None) -> TaskSpec:
     elif not _is_hub_id(spec.source):
         spec.source = str((path.parent / spec.source).resolve())
     return spec
+
+
+def training_spec(path: str | Path, columns: dict[str, str] | None = None) -> TaskSpec:
+    """The spec of a training file with `prompt`, `solution`, `answer` (and optional `id`) columns;
+    `columns` renames them, e.g. {"prompt": "problem"} for OpenR1-Math."""
+    columns = columns or {}
+    bad = sorted(set(columns) - {"prompt", "solution", "answer", "id"})
+    if bad:
+        raise UserError(f"dataset_columns: unknown field {bad[0]!r}; map prompt, solution, answer or id")
+    source = str(path) if _is_hub_id(str(path)) else str(Path(path).expanduser().resolve())
+    return TaskSpec(name=f"file:{Path(path).name}", source=source, kind="maths", split="train",
+                    prompt="{" + columns.get("prompt", "prompt") + "}", answer=columns.get("answer", "answer"),
+                    solution=columns.get("solution", "solution"), id=columns.get("id", "id"))
 
 
 def shipped_specs() -> dict[str, Path]:
@@ -92,11 +116,21 @@ def read_rows(spec: TaskSpec) -> list[dict[str, Any]]:
         except Exception as e:  # offline, unknown id, missing split: all user-fixable
             raise UserError(f"cannot load dataset {spec.source} (split {spec.split}): {str(e).splitlines()[0]}; "
                             "download it and pass the local file with --data") from None
+    if src.is_dir():
+        return _read_saved_dataset(src, spec.split)
     if not src.is_file():
-        raise UserError(f"data file {src} for task '{spec.name}' does not exist; pass it with --data")
+        raise UserError(f"data file {src} for task '{spec.name}' does not exist; pass a JSONL file or a "
+                        "dataset directory")
     try:
         if src.suffix == ".jsonl":
-            return [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+            rows = []
+            for i, line in enumerate(src.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise UserError(f"{src} line {i} is not valid JSON; fix or remove it") from None
+            return rows
         if src.suffix == ".json":
             rows = json.loads(src.read_text())
             return rows if isinstance(rows, list) else rows.get(spec.split) or rows["data"]
@@ -110,8 +144,26 @@ def read_rows(spec: TaskSpec) -> list[dict[str, Any]]:
     raise UserError(f"{src}: unsupported file type '{src.suffix}'; use .jsonl, .json, .csv or .parquet")
 
 
+def _read_saved_dataset(path: Path, split: str) -> list[dict[str, Any]]:
+    """Rows of a Hugging Face dataset directory (`save_to_disk`): the spec's split, else 'train'."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"{path} is not a Hugging Face dataset directory ({e}); save it with save_to_disk "
+                        f"or pass a JSONL file") from None
+    if isinstance(ds, datasets.DatasetDict):
+        name = split if split in ds else "train"
+        if name not in ds:
+            raise UserError(f"dataset {path} has splits {list(ds)} but no '{split}' or 'train' split")
+        ds = ds[name]
+    return [dict(r) for r in ds]
+
+
 class FileTask:
-    """A Task over the rows of a benchmark file (kind 'generate' for maths/exact, 'choice' for MC)."""
+    """A Task over the rows of a file (kind 'generate' for maths/exact, 'choice' for MC): the one
+    class for training items, RL rewards and evaluation."""
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec, self.name = spec, spec.name
@@ -121,22 +173,31 @@ class FileTask:
     # ------------------------------------------------------------ items
     def items(self, split: str = "test", n: int | None = None) -> list[Item]:
         if self._items is None:
-            self._items = [self._item(i, row) for i, row in enumerate(read_rows(self.spec))]
+            rows = read_rows(self.spec)
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict):
+                    raise UserError(f"{self.spec.source} row {i + 1} must be an object with named fields")
+            self._items = [self._item(i, row) for i, row in enumerate(rows)]
             if not self._items:
                 raise UserError(f"task '{self.name}': {self.spec.source} has no rows")
+            if len({it.id for it in self._items}) != len(self._items):
+                raise UserError(f"{self.spec.source}: the '{self.spec.id}' column has duplicate ids; make them "
+                                "unique or drop the column")
         return self._items[:n] if n else list(self._items)
 
     def _item(self, i: int, row: dict[str, Any]) -> Item:
         s = self.spec
         where = f"{s.source} row {i + 1}"
-        if s.answer not in row or row[s.answer] is None:
+        if s.answer not in row or row[s.answer] is None or not str(row[s.answer]).strip():
             raise UserError(f"{where} has no answer field '{s.answer}' (fields: {', '.join(map(str, row))}); "
                             "fix the data or the spec's 'answer'")
         try:
             prompt = s.prompt.format(**row)
         except KeyError as e:
             raise UserError(f"{where} has no field {e} used by the prompt template") from None
-        item_id = str(row[s.id]) if s.id and s.id in row else str(i)
+        if not prompt.strip():
+            raise UserError(f"{where}: the prompt ({s.prompt}) is empty; fix the data or the spec's 'prompt'")
+        item_id = str(row[s.id]) if s.id and row.get(s.id) is not None else str(i)
         answer, solution = str(row[s.answer]), ""
         if s.answer_regex:
             m = re.search(s.answer_regex, answer, re.MULTILINE | re.DOTALL)
@@ -199,7 +260,8 @@ class FileTask:
         return float(_norm(pred) == _norm(item.answer))
 
     def reward(self, item: Item, completion: str) -> float:
-        return self.score(item, completion)
+        bonus = self.spec.format_reward if self.spec.kind == "maths" and follows_format(completion) else 0.0
+        return self.score(item, completion) + bonus
 
 
 def _gold_index(answer: str, choices: list[str]) -> int | None:
@@ -234,10 +296,13 @@ def _parse_math(text: str, boxed: bool) -> list[Any]:
         return []
 
 
-def math_equal(gold: str, pred: str) -> bool:
-    """verify(gold, pred) with math-verify; gold first (the comparison is not symmetric)."""
+def math_equal(gold: str, pred: str | None) -> bool:
+    """The answer judge: verify(gold, pred) with math-verify, gold first (the comparison is not
+    symmetric), both parsed as boxed expressions; None, unparsable or failing input is False."""
     from math_verify import verify
 
+    if not pred:
+        return False
     g, p = _parse_math(gold, boxed=True), _parse_math(pred, boxed=True)
     if not g or not p:
         return False
