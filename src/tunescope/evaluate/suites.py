@@ -11,22 +11,13 @@ from pathlib import Path
 
 from tunescope.errors import UserError
 from tunescope.filetasks import FileTask, load_spec, shipped_specs
+from tunescope.world import TASKS, get_task
 from tunescope.world.task import Task
-
-ORGANISM_SUITES = ("maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "instruct")
-
-
-def organism_suites() -> tuple[str, ...]:
-    try:
-        import tunescope.world as world
-    except ImportError:
-        return ORGANISM_SUITES
-    names = getattr(world, "TASKS", None)
-    return tuple(names) if names else ORGANISM_SUITES
 
 
 def known_suites() -> list[str]:
-    return [*organism_suites(), *shipped_specs()]
+    """Organism tasks (the `tunescope.world.TASKS` registry), then the shipped benchmark specs."""
+    return [*TASKS, *shipped_specs()]
 
 
 def resolve_suites(names: list[str], task_specs: list[str | Path] | None = None,
@@ -42,9 +33,7 @@ def resolve_suites(names: list[str], task_specs: list[str | Path] | None = None,
             continue
         if name in shipped_specs():
             tasks[name] = FileTask(load_spec(shipped_specs()[name], data_for.get(name)))
-        elif name in organism_suites():
-            from tunescope.world import get_task
-
+        elif name in TASKS:
             tasks[name] = get_task(name)
         else:
             raise UserError(f"unknown suite '{name}'; known suites: {', '.join(known_suites())} "

@@ -34,13 +34,15 @@ from typing import Any
 
 from tunescope.config import apply_overrides, from_dict, read_yaml, to_dict
 from tunescope.errors import UserError
+from tunescope.filetasks import load_spec, shipped_specs
+from tunescope.intervene import METHODS as INTERVENTIONS
 from tunescope.naming import parse_layer_range, resolve_selector
+from tunescope.organism.build import PRESETS as ORGANISMS
+from tunescope.train.config import METHODS, BudgetConfig, load_budget
+from tunescope.world import TASKS
 
-METHODS = ("sft", "grpo")
-INTERVENTIONS = ("direction", "full", "values", "reset", "interpolate")  # tunescope.intervene.METHODS
-# Used only when tunescope.world cannot be imported (it is checked against the registry otherwise).
-KNOWN_SUITES = ("maths", "maths_hard", "game24", "game24_ood", "facts", "twohop", "instruct")
-PRESETS = ("smoke", "default")
+CONFIGS = Path(str(resources.files("tunescope") / "configs"))
+PRESETS = tuple(sorted(p.stem.removeprefix("study_") for p in CONFIGS.glob("study_*.yaml")))  # packaged studies
 
 
 @dataclass
@@ -72,7 +74,7 @@ class TrainingSpec:
 
 @dataclass
 class EvaluationSpec:
-    suites: list[str] = field(default_factory=lambda: list(KNOWN_SUITES))
+    suites: list[str] = field(default_factory=lambda: list(TASKS))
     settings: dict[str, Any] = field(default_factory=dict)  # evaluation-config overrides (n items, ...)
     task_specs: list[str] = field(default_factory=list)  # file-task spec YAMLs; their names become suites
     data: list[str] = field(default_factory=list)  # SUITE=PATH: local data for shipped specs (gsm8k, math500, ...)
@@ -123,7 +125,7 @@ def builtin_path(preset: str) -> Path:
     """The packaged study file for a preset (default | smoke)."""
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r} is unknown; use one of {', '.join(PRESETS)}")
-    return Path(str(resources.files("tunescope") / "configs" / f"study_{preset}.yaml"))
+    return CONFIGS / f"study_{preset}.yaml"
 
 
 def load_study(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -141,10 +143,6 @@ def load_study(path: str | Path | None = None, overrides: list[str] | None = Non
 
 
 def _organism_suites() -> set[str]:
-    try:
-        from tunescope.world import TASKS  # type: ignore[attr-defined]
-    except ImportError:
-        return set(KNOWN_SUITES)
     return set(TASKS)
 
 
@@ -155,10 +153,6 @@ def spec_suites(cfg: StudyConfig) -> dict[str, str]:
         if not Path(path).is_file():
             raise UserError(f"evaluation.task_specs[{i}]: {path} does not exist; give a task spec YAML file")
         try:
-            from tunescope.filetasks import load_spec
-        except ImportError:
-            return out
-        try:
             out[load_spec(path).name] = path
         except UserError as e:
             raise UserError(f"evaluation.task_specs[{i}]: {e}") from None
@@ -167,12 +161,7 @@ def spec_suites(cfg: StudyConfig) -> dict[str, str]:
 
 def _suites(cfg: StudyConfig) -> set[str]:
     """Every suite an evaluation can name: organism tasks, shipped file specs, the study's task specs."""
-    names = _organism_suites() | set(spec_suites(cfg))
-    try:
-        from tunescope.filetasks import shipped_specs
-    except ImportError:
-        return names
-    return names | set(shipped_specs())
+    return _organism_suites() | set(spec_suites(cfg)) | set(shipped_specs())
 
 
 _REF_RE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]+):(?P<which>best_ood|last|first|\d*\.?\d+)$")
@@ -220,8 +209,8 @@ def validate(cfg: StudyConfig) -> None:
     base = cfg.base
     if base.path is None and base.organism is None:
         raise UserError("base: set base.organism (smoke|default) or base.path (a model directory or hub id)")
-    if base.path is None and base.organism not in PRESETS:
-        raise UserError(f"base.organism: {base.organism!r} is not a preset; use one of {', '.join(PRESETS)}")
+    if base.path is None and base.organism not in ORGANISMS:
+        raise UserError(f"base.organism: {base.organism!r} is not a preset; use one of {', '.join(ORGANISMS)}")
     if base.path is not None:
         p = Path(base.path).expanduser()
         if not p.exists() and not _HUB_RE.match(base.path):
@@ -310,10 +299,8 @@ def validate(cfg: StudyConfig) -> None:
 
 @functools.cache
 def _pool_problem(task: str, n: int) -> str | None:
-    try:
-        from tunescope.world import get_task
-    except ImportError:
-        return None
+    from tunescope.world import get_task
+
     try:
         get_task(task).items("train", n)
     except UserError as e:
@@ -346,10 +333,6 @@ def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> A
     `n_layers` is known (the runner reads the base's depth) and kept as written otherwise; a range
     outside the model is an error either way, here or when training selects the tensors.
     """
-    try:
-        from tunescope.train.config import BudgetConfig, load_budget
-    except ImportError:  # the training stage is not installed: nothing more to check here
-        return None
     spec = cfg.runs[run]
     try:
         base = to_dict(load_budget(cfg.training.budget))
@@ -372,19 +355,15 @@ def _dataset_spec(cfg: StudyConfig, suite: str) -> str | None:
     """The spec a run's dataset is read by: that of its in-domain suite when the suite is a
     benchmark file (shipped, or one of evaluation.task_specs), so training, rewards and scoring
     read the file alike; None for plain prompt/solution/answer files."""
-    from tunescope.filetasks import shipped_specs
-
     if suite in shipped_specs():
         return suite
     return spec_suites(cfg).get(suite)
 
 
 def eval_config(settings: dict[str, Any]) -> Any:
-    """The evaluation config of every evaluate stage (None when the evaluation stage is not installed)."""
-    try:
-        from tunescope.evaluate.run import EvalConfig
-    except ImportError:
-        return None
+    """The evaluation config of every evaluate stage."""
+    from tunescope.evaluate.run import EvalConfig
+
     try:
         return from_dict(EvalConfig, settings, prefix="evaluation.settings.")
     except UserError as e:

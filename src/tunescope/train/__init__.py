@@ -4,9 +4,21 @@
     run = train("grpo", "organism/", Path("runs/grpo"), load_budget("smoke"))
 
 See run.py for the run-directory layout, data.py for the shared prompt stream.
+
+`METHODS` is the registry of training methods. The budget types import light; `train` (torch,
+TRL) is imported on first use, so that validating a study or `tunescope --help` stays fast.
 """
 
-from tunescope.train.config import BudgetConfig, GRPOOptions, SFTOptions, load_budget
-from tunescope.train.run import train
+from typing import Any
 
-__all__ = ["BudgetConfig", "GRPOOptions", "SFTOptions", "load_budget", "train"]
+from tunescope.train.config import METHODS, BudgetConfig, GRPOOptions, SFTOptions, load_budget
+
+__all__ = ["METHODS", "BudgetConfig", "GRPOOptions", "SFTOptions", "load_budget", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":
+        from tunescope.train.run import train
+
+        return train
+    raise AttributeError(f"module 'tunescope.train' has no attribute {name!r}")

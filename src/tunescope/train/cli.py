@@ -41,12 +41,13 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tunescope.errors import UserError
-    from tunescope.train.config import load_budget
+    from tunescope.train.config import METHODS, load_budget
     from tunescope.train.run import train
 
     method, overrides = args.words[0], args.words[1:]
-    if method not in ("sft", "grpo"):
-        raise UserError(f"method must be sft or grpo, got {method!r}: tunescope train sft|grpo --model ...")
+    if method not in METHODS:
+        raise UserError(f"method must be {' or '.join(METHODS)}, got {method!r}: "
+                        f"tunescope train {'|'.join(METHODS)} --model ...")
     cfg = load_budget(args.config, overrides)
     run = train(method, args.model, Path(args.out), cfg, resume=args.resume, stop_after=args.stop_after)
     print(run)

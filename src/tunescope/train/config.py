@@ -23,6 +23,7 @@ from tunescope.config import load_config
 from tunescope.errors import UserError
 
 PACKAGED = Path(__file__).resolve().parents[1] / "configs"
+METHODS = ("sft", "grpo")  # the training methods: tunescope.train.run.train(method, ...)
 REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.reward_functions
 
 

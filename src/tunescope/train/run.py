@@ -37,7 +37,7 @@ from tunescope.train.callbacks import (
     export_checkpoint,
     gather_object,
 )
-from tunescope.train.config import BudgetConfig
+from tunescope.train.config import METHODS, BudgetConfig
 from tunescope.train.data import filter_by_length, load_pool, prompt_stream
 from tunescope.train.freeze import apply_freeze
 
@@ -178,8 +178,8 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     `stop_after` ends this session after that checkpoint step (the run stays resumable).
     """
-    if method not in ("sft", "grpo"):
-        raise UserError(f"method must be sft or grpo, got {method!r}")
+    if method not in METHODS:
+        raise UserError(f"method must be {' or '.join(METHODS)}, got {method!r}")
     if stop_after is not None and stop_after not in cfg.checkpoint_steps()[1:]:
         raise UserError(f"stop_after={stop_after} is not a checkpoint step; use one of "
                         f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
