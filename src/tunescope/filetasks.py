@@ -171,6 +171,10 @@ class FileTask:
         self._items: list[Item] | None = None
 
     # ------------------------------------------------------------ items
+    def count(self, split: str = "test") -> int:
+        """Rows of the file (a file task has one split: what the spec's source holds)."""
+        return len(self.items(split))
+
     def items(self, split: str = "test", n: int | None = None) -> list[Item]:
         if self._items is None:
             rows = read_rows(self.spec)

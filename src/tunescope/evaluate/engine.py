@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -80,6 +81,29 @@ class _EntropyRecorder(LogitsProcessor):
         logp = torch.log_softmax(scores.float(), dim=-1)  # (R, V)
         self.steps.append(-(logp.exp() * logp).sum(-1).cpu())
         return scores
+
+
+class Engine(Protocol):
+    """What evaluation needs of a generation backend (HFEngine; VLLMEngine on a GPU)."""
+
+    def generate(self, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, n_samples: int = 1, batch_size: int = 16, seed: int = 0,
+                 progress: str | None = None) -> list[list[Generation]]:
+        """`n_samples` completions of each prompt (token ids), without the end-of-sequence token."""
+        ...
+
+    def sequence_loglik(self, contexts: list[list[int]], continuations: list[list[int]],
+                        batch_size: int = 16) -> list[float]:
+        """Sum of log p(continuation | context) per pair (multiple-choice options)."""
+        ...
+
+    def hf(self) -> HFEngine:
+        """The same checkpoint as an HFEngine: full-vocabulary log-probs (`continuation_logprobs`, KL)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model (and its GPU memory)."""
+        ...
 
 
 class HFEngine:
@@ -179,6 +203,10 @@ class HFEngine:
             tgt = torch.tensor(continuations[i])  # (L,)
             out[i] = float(lp[torch.arange(len(tgt)), tgt].sum()) if len(tgt) else -math.inf
         return out
+
+    def hf(self) -> HFEngine:
+        """Itself: the HF engine already gives full-vocabulary log-probs."""
+        return self
 
     def close(self) -> None:
         self.model = None

@@ -28,7 +28,7 @@ import traceback
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,8 +38,10 @@ from tunescope.checkpoints import ModelRef
 from tunescope.errors import UserError
 from tunescope.evaluate.outputs import SCORE_COLUMNS, append, key, open_out, write_state
 from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
-from tunescope.filetasks import FileTask
 from tunescope.world.task import Diagnosed, Item, Task, format_completion
+
+if TYPE_CHECKING:
+    from tunescope.evaluate.engine import Engine
 
 
 @dataclass
@@ -156,7 +158,7 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
     return pd.read_csv(out / "scores.csv") if (out / "scores.csv").exists() else pd.DataFrame(columns=SCORE_COLUMNS)
 
 
-def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Any:
+def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:
     from tunescope.evaluate.vllm_engine import vllm_available
 
     if cfg.backend == "vllm" or (cfg.backend == "auto" and vllm_available()):
@@ -171,7 +173,7 @@ def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ one checkpoint
-def _evaluate_one(m: ModelRef, engine: Any, prepared: list[_Suite], cfg: EvalConfig, ref_engine: Any,
+def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: EvalConfig, ref_engine: Engine | None,
                   kl_ctx: list[list[int]], kl_resp: list[list[int]], reference: Path | None):
     samples: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
@@ -219,7 +221,7 @@ def _evaluate_one(m: ModelRef, engine: Any, prepared: list[_Suite], cfg: EvalCon
     if ref_engine is not None and kl_ctx:
         from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
 
-        hf = engine if hasattr(engine, "continuation_logprobs") else engine.hf()
+        hf = engine.hf()
         sums, counts = teacher_forced_kl(ref_engine, hf, kl_ctx, kl_resp, batch_size=cfg.batch_size)
         kl, kl_lo, kl_hi = pooled_kl(sums, counts, seed=cfg.seed, n_resamples=cfg.bootstrap)
         n_tok = int(sum(counts))
@@ -251,7 +253,7 @@ def _outcome_shares(m: ModelRef, s: _Suite, outcomes: list[list[str | None]], cf
     return rows
 
 
-def _choice_by_loglik(engine: Any, s: _Suite, cfg: EvalConfig, base: dict[str, Any]):
+def _choice_by_loglik(engine: Engine, s: _Suite, cfg: EvalConfig, base: dict[str, Any]):
     """Pick the option with the highest summed log-likelihood (and, separately, per-token mean)."""
     ll = engine.sequence_loglik(s.contexts, s.options, batch_size=cfg.batch_size)
     samples, acc, acc_norm, k = [], [], [], 0
@@ -318,12 +320,8 @@ def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _
 
 def _test_items(task: Task, n: int) -> list[Item]:
     """The first n test items (n = 0: all), at most as many as the split holds."""
-    count = task.count("test") if hasattr(task, "count") else None
-    if isinstance(task, FileTask):
-        return task.items("test", n or None)
-    if count is None and n == 0:
-        raise UserError(f"suite '{task.name}' cannot say how many test items it has; set n > 0")
-    return task.items("test", min(n or count, count) if count is not None else n)
+    count = task.count("test")
+    return task.items("test", min(n or count, count))
 
 
 def _prepare_kl(prepared: list[_Suite], tasks: dict[str, Task], tok: Any, cfg: EvalConfig, render: Any):

@@ -62,6 +62,10 @@ class Task(Protocol):
     name: str
     kind: Literal["generate", "choice"]  # "choice": items carry meta["choices"], answer is a letter
 
+    def count(self, split: Split) -> int:
+        """How many items the split holds."""
+        ...
+
     def items(self, split: Split, n: int) -> list[Item]:
         """The first `n` items of a split, deterministic for the task's seed."""
         ...
