@@ -118,3 +118,26 @@ def test_base_stage_key_follows_the_organism_cache_key(tmp_path, monkeypatch):
     monkeypatch.setattr(organism_build, "corpus_digest", lambda name, seed: "edited-world")
     base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
     assert stage_key(base, {}) != before
+
+
+def test_smoke_study_is_the_default_study_made_tiny(tmp_path):
+    from tunescope.config import to_dict
+
+    default, smoke = to_dict(load_study(preset="default")), to_dict(load_study(preset="smoke"))
+    assert smoke["runs"].keys() == default["runs"].keys()
+    assert smoke["analyses"] == default["analyses"] and smoke["interventions"] == default["interventions"]
+    for run, spec in default["runs"].items():  # same roles; only budgets differ
+        assert {k: v for k, v in smoke["runs"][run].items() if k != "budget"} == \
+               {k: v for k, v in spec.items() if k != "budget"}
+    assert smoke["base"]["organism"] == "smoke" and smoke["evaluation"]["settings"]["n"] == 4
+    # a user's study can extend a packaged one or a file; a cycle is a one-line error
+    (tmp_path / "mine.yaml").write_text("extends: smoke\nname: mine\nruns: {sft: {budget: {lr: 0.01}}}\n")
+    mine = load_study(tmp_path / "mine.yaml")
+    assert mine.name == "mine" and mine.runs["sft"].budget == {"lr": 0.01} and mine.base.organism == "smoke"
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(UserError, match="extends it back"):
+        load_study(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nosuch\n")
+    with pytest.raises(UserError, match="neither a packaged study"):
+        load_study(tmp_path / "c.yaml")

@@ -128,10 +128,26 @@ def builtin_path(preset: str) -> Path:
     return CONFIGS / f"study_{preset}.yaml"
 
 
+def read_study(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A study file as a mapping, with `extends: PRESET_OR_FILE` read first and merged under it
+    (mappings merge key by key; lists and scalars in the file replace the parent's)."""
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = builtin_path(parent) if parent in PRESETS else (path.parent / str(parent))
+    if not parent_path.is_file():
+        raise UserError(f"{path}: extends {parent!r}, which is neither a packaged study "
+                        f"({', '.join(PRESETS)}) nor a study file")
+    if parent_path.resolve() in _seen:
+        raise UserError(f"{path}: extends {parent!r}, which extends it back; break the cycle")
+    return _merge(read_study(parent_path, (*_seen, path.resolve())), data)
+
+
 def load_study(path: str | Path | None = None, overrides: list[str] | None = None,
                preset: str = "default") -> StudyConfig:
     """Read a study file (the preset's built-in study when `path` is None), apply overrides, validate."""
-    data = read_yaml(path if path is not None else builtin_path(preset))
+    data = read_study(Path(path) if path is not None else builtin_path(preset))
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(StudyConfig, data)
     validate(cfg)
