@@ -18,7 +18,7 @@ from tunescope.evaluate import EvalConfig, evaluate
 from tunescope.evaluate.outputs import DIST_COLUMNS, SCORE_COLUMNS
 
 DATA = Path(__file__).parent / "data"
-FAST = ["--n", "3", "--max-new-tokens", "8", "--batch-size", "4", "--set", "bootstrap=200"]
+FAST = ["--n", "3", "--max-new-tokens", "8", "--batch-size", "4", "bootstrap=200"]
 
 
 def checkpoint(src: Path, run: Path, step: int, noise: float = 0.0) -> Path:
@@ -40,7 +40,7 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     out = tmp_path / "ev"
     args = ["eval", str(run_dir), "--suite", "maths,facts", "--out", str(out), "--reference",
-            str(smoke_organism), "--kl-items", "2", *FAST]
+            str(smoke_organism), "kl_items=2", *FAST]
     try:
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -74,7 +74,7 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
         assert len((out / "samples.jsonl").read_text().splitlines()) == 3 * 6
         assert json.loads((out / "eval.json").read_text())["failed"] == {}
         # another config into the same --out is refused
-        assert main([*args, "--seed", "1"]) == 2
+        assert main([*args, "seed=1"]) == 2
         assert "different evaluation config" in capsys.readouterr().err
     finally:
         shutil.rmtree(broken, ignore_errors=True)
@@ -123,8 +123,8 @@ metric_list:
     higher_is_better: true
 """)
     out = tmp_path / "ev"
-    assert main(["eval", str(smoke_organism), "--lm-eval", "tiny_qa", "--lm-eval-include", str(tasks),
-                 "--out", str(out), "--set", "bootstrap=200"]) == 0
+    assert main(["eval", str(smoke_organism), "--lm-eval", "tiny_qa", f"lm_eval_include={tasks}",
+                 "--out", str(out), "bootstrap=200"]) == 0
     scores = pd.read_csv(out / "scores.csv")
     row = scores[(scores.suite == "tiny_qa") & (scores.metric == "lm_eval:acc,none")].iloc[0]
     assert row.n == 3 and row.value in (0.0, 1 / 3, 2 / 3, 1.0) and row.ci_low <= row.value <= row.ci_high
@@ -143,7 +143,7 @@ def test_bad_input_exits_2_with_one_line(smoke_organism, tmp_path, capsys):
     assert "neither a model directory" in run(str(tmp_path / "empty"), "--suite", "maths")
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     assert "no complete checkpoints" in run(str(tmp_path / "run"), "--suite", "maths")
-    assert "n_samples > 1" in run(str(smoke_organism), "--suite", "maths", "--n-samples", "2")
+    assert "n_samples > 1" in run(str(smoke_organism), "--suite", "maths", "n_samples=2")
     assert "no answer field 'answer'" in run(str(smoke_organism), "--suite", "gsm8k", "--data",
                                              str(DATA / "missing_answer.jsonl"))
 
@@ -166,3 +166,12 @@ def test_game24_outcome_shares_match_the_samples(smoke_organism, tmp_path):
         assert s["outcome"] == task.diagnose(items[s["item_id"]], s["completion"])
     for cls in task.DIAGNOSES:
         assert shares[f"outcome:{cls}"] == pytest.approx(np.mean([s["outcome"] == cls for s in samples]))
+
+
+def test_overrides_are_bare_key_value_words_anywhere(smoke_organism, tmp_path):
+    """eval takes the override syntax of train and run: key=value before or after the options."""
+    out = tmp_path / "ev"
+    assert main(["eval", "n=2", str(smoke_organism), "--suite", "maths", "--out", str(out), "max_new_tokens=4",
+                 "kl_items=0", "bootstrap=50", "seed=3"]) == 0
+    state = json.loads((out / "eval.json").read_text())
+    assert state["config"]["n"] == 2 and state["config"]["seed"] == 3 and state["config"]["max_new_tokens"] == 4

@@ -34,14 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunescope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):  # stage not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
+
+
+class Intermixed(argparse.ArgumentParser):
+    """A sub-command parser whose positionals (models, `key=value` overrides) may come before and
+    after its options: `tunescope train sft --model M lr=1e-5`, `tunescope run --out D a=b`."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inner:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+from tunescope.cli import Intermixed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(gsm8k, math500, mmlu, gpqa with --data, or --task-spec FILE.yaml) and lm-eval tasks. "
                     "Writes samples.jsonl, scores.csv, distribution.csv and eval.json to --out; rerunning "
                     "with the same --out resumes after the last finished checkpoint.")
-    p.add_argument("models", nargs="+", metavar="MODEL_OR_RUN_DIR")
+    p.add_argument("models", nargs="+", metavar="MODEL_OR_RUN_DIR | KEY=VALUE",
+                   help="model or run directories, and EvalConfig overrides as bare key=value (the syntax of "
+                        "`train` and `run`): temperature=0.6 top_p=0.95 n_samples=8 mc_mode=both "
+                        "kl_items=0 bootstrap=5000 backend=vllm device=cuda lm_eval_limit=50 ...")
     p.add_argument("--suite", action="append", default=[], metavar="NAME[,NAME]", help="suites to evaluate")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--task-spec", action="append", default=[], metavar="FILE.yaml",
@@ -23,23 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local file for a shipped spec suite (gsm8k, math500, mmlu, gpqa)")
     p.add_argument("--reference", help="reference model directory for KL(reference || checkpoint)")
     p.add_argument("--config", help="EvalConfig YAML")
-    p.add_argument("--n", type=int, help="items per suite (0 = all)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--temperature", type=float, help="0 = greedy")
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--n-samples", type=int, help="completions per prompt (pass@k, mean@k)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--mc-mode", choices=["loglik", "generate", "both"])
-    p.add_argument("--backend", choices=["auto", "hf", "vllm"])
-    p.add_argument("--device")
-    p.add_argument("--kl-items", type=int)
-    p.add_argument("--lm-eval", metavar="TASK[,TASK]", help="lm-evaluation-harness tasks (HF backend)")
-    p.add_argument("--lm-eval-include", metavar="DIR", help="directory of extra lm-eval task YAMLs")
-    p.add_argument("--lm-eval-limit", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any EvalConfig field, e.g. --set bootstrap=5000 --set mc_template='{letter}'")
+    p.add_argument("--n", type=int, help="items per suite, 0 = all (alias of n=N)")
+    p.add_argument("--max-new-tokens", type=int, help="alias of max_new_tokens=N")
+    p.add_argument("--batch-size", type=int, help="alias of batch_size=N")
+    p.add_argument("--lm-eval", metavar="TASK[,TASK]", help="lm-evaluation-harness tasks (alias of lm_eval=[...])")
     p.set_defaults(func=_run)
+    p.__class__ = Intermixed  # overrides and models may follow the options
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
+    """(models, overrides): words that start with `key=` are config overrides, the rest models."""
+    overrides = [w for w in words if _OVERRIDE.match(w)]
+    return [w for w in words if not _OVERRIDE.match(w)], overrides
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -49,9 +53,8 @@ def _run(args: argparse.Namespace) -> int:
     from tunescope.config import load_config
     from tunescope.evaluate.run import EvalConfig, evaluate
 
-    models, overrides = args.models, list(args.set)
-    for flag in ("n", "max_new_tokens", "batch_size", "temperature", "top_p", "n_samples", "seed", "mc_mode",
-                 "backend", "device", "kl_items", "lm_eval_include", "lm_eval_limit"):
+    models, overrides = split_overrides(args.models)
+    for flag in ("n", "max_new_tokens", "batch_size"):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{flag}={value}")

@@ -25,7 +25,7 @@ def run_lm_eval(path: str | Path, cfg: Any) -> list[dict[str, Any]]:
         raise UserError("--lm-eval needs lm-eval: pip install lm-eval==0.4.13") from None
     include = cfg.lm_eval_include
     if include and not Path(include).is_dir():
-        raise UserError(f"--lm-eval-include {include} is not a directory of task YAMLs")
+        raise UserError(f"lm_eval_include={include} is not a directory of task YAMLs")
     manager = TaskManager(include_path=str(include) if include else None)
     try:
         res = lm_eval.simple_evaluate(

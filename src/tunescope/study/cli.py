@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from tunescope.cli import Intermixed
+from tunescope.study.config import PRESETS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a whole study (train, evaluate, analyse, intervene, report)",
@@ -13,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study", nargs="?", help="study YAML (default: the built-in study of --preset)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. runs.sft.budget.lr=1e-4")
     p.add_argument("--out", required=True, help="study directory (stages, report.html, tables/)")
-    p.add_argument("--preset", default="default", choices=["default", "smoke"],
+    p.add_argument("--preset", default="default", choices=PRESETS,
                    help="built-in study when no STUDY.yaml is given (smoke: every stage, tiny)")
     p.add_argument("--check", action="store_true", help="validate the study and list its stages; do no work")
     p.set_defaults(func=_run)
+    p.__class__ = Intermixed  # overrides may follow the options: `run --out DIR a=b`
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tunescope.cli import Intermixed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="post-train a model with SFT or GRPO under a shared budget",
@@ -19,22 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="end this session after checkpoint STEP; continue later with --resume")
     p.set_defaults(func=_run)
-    p.__class__ = _Intermixed  # overrides may follow the options: `train sft --model M lr=1e-5`
-
-
-class _Intermixed(argparse.ArgumentParser):
-    """A sub-command parser whose positionals may come before and after its options."""
-
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if self._inner:  # parse_known_intermixed_args calls back into parse_known_args
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
+    p.__class__ = Intermixed  # overrides may follow the options: `train sft --model M lr=1e-5`
 
 
 def _run(args: argparse.Namespace) -> int:
