@@ -18,7 +18,8 @@ from tunescope.world.corpus import (
     total_examples,
 )
 from tunescope.world.facts import ATTRIBUTES, build_world
-from tunescope.world.game24 import RULES, Rule, evaluate, number_puzzles
+from tunescope.world.formula24 import evaluate
+from tunescope.world.game24 import RULES, Rule, number_puzzles
 from tunescope.world.maths import MAX_START, MAX_VALUE, direct_solution, step_options
 from tunescope.world.splits import split_of
 from tunescope.world.task import SYSTEM_PROMPT, extract_answer, format_completion

@@ -8,22 +8,19 @@ from fractions import Fraction
 
 import pytest
 
+from tunescope.world.formula24 import FormulaError, evaluate, judge, solve
 from tunescope.world.game24 import (
     RULES,
     SHAPED,
-    FormulaError,
     Rule,
     card_value,
-    evaluate,
     free_hands,
     game24_ood_task,
     game24_task,
     is_test_hand,
-    judge,
     number_puzzles,
     other_rule_items,
     puzzle_text,
-    solve,
     values_seen_in_train,
 )
 from tunescope.world.task import format_completion
