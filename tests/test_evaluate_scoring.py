@@ -198,7 +198,8 @@ def test_one_judge_for_rewards_and_scores(gold, answer, correct, tmp_path):
 def test_a_study_trains_on_the_benchmark_file_it_evaluates(tmp_path):
     """runs.X.dataset = the GSM8K file given to evaluation.data: training reads it by the gsm8k
     spec (question / answer with ####), not as prompt/solution/answer columns."""
-    from tunescope.study.config import budget_for, load_study
+    from tunescope.study.config import load_study
+    from tunescope.study.plan import budget_for
     from tunescope.train.data import load_pool
 
     data = DATA / FILES["gsm8k"]

@@ -141,3 +141,15 @@ def test_smoke_study_is_the_default_study_made_tiny(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: nosuch\n")
     with pytest.raises(UserError, match="neither a packaged study"):
         load_study(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["runs.sft.freeze=[q@0-99]"], "runs.sft.budget: selector 'q@0-99': layer range '0-99' is outside the model, "
+                                   "which has layers 0-1"),
+    (["interventions.reset_first25.layers=2-5"], "interventions.reset_first25.layers: layer range '2-5' is "
+                                                 "outside the model"),
+])
+def test_layers_outside_the_base_are_caught_before_work_starts(overrides, fragment):
+    with pytest.raises(UserError) as e:
+        load_study(preset="smoke", overrides=overrides)
+    assert fragment in str(e.value) and "\n" not in str(e.value)

@@ -25,20 +25,19 @@ and are resolved against the base model (32 layers: 19-25, the layers the origin
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import apply_overrides, from_dict, read_yaml, to_dict
+from tunescope.config import apply_overrides, from_dict, read_yaml
 from tunescope.errors import UserError
 from tunescope.filetasks import load_spec, shipped_specs
 from tunescope.intervene import METHODS as INTERVENTIONS
-from tunescope.naming import parse_layer_range, resolve_selector
+from tunescope.naming import parse_layer_range
 from tunescope.organism.build import PRESETS as ORGANISMS
-from tunescope.train.config import METHODS, BudgetConfig, load_budget
+from tunescope.train.config import METHODS
 from tunescope.world import TASKS
 
 CONFIGS = Path(str(resources.files("tunescope") / "configs"))
@@ -141,16 +140,20 @@ def read_study(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
                         f"({', '.join(PRESETS)}) nor a study file")
     if parent_path.resolve() in _seen:
         raise UserError(f"{path}: extends {parent!r}, which extends it back; break the cycle")
-    return _merge(read_study(parent_path, (*_seen, path.resolve())), data)
+    return merge(read_study(parent_path, (*_seen, path.resolve())), data)
 
 
 def load_study(path: str | Path | None = None, overrides: list[str] | None = None,
                preset: str = "default") -> StudyConfig:
-    """Read a study file (the preset's built-in study when `path` is None), apply overrides, validate."""
+    """Read a study file (the preset's built-in study when `path` is None), apply overrides, validate
+    it, and check what it resolves to at the base's depth (`tunescope.study.plan.check`)."""
     data = read_study(Path(path) if path is not None else builtin_path(preset))
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(StudyConfig, data)
     validate(cfg)
+    from tunescope.study.plan import check  # the plan reads this module's types
+
+    check(cfg)
     return cfg
 
 
@@ -247,7 +250,6 @@ def validate(cfg: StudyConfig) -> None:
     for i, s in enumerate(cfg.evaluation.suites):
         _check_suite(s, f"evaluation.suites[{i}]", suites)
 
-    eval_config(cfg.evaluation.settings)
     if not cfg.runs:
         raise UserError("runs: define at least one training run (method: sft or grpo)")
     for name, run in cfg.runs.items():
@@ -277,9 +279,6 @@ def validate(cfg: StudyConfig) -> None:
             for i, sel in enumerate(getattr(run, key)):
                 _check_selector(sel, f"{where}.{key}[{i}]")
         _check_ref(cfg, run.init, f"{where}.init", allow_interventions=False)
-        budget = budget_for(cfg, name, seed=run.seeds[0], n_layers=None)
-        if budget is not None and run.dataset is None:
-            _check_pool(run.task, budget.n_train_items, f"{where}.budget.n_train_items")
         if parse_ref(run.init)[0] == name:
             raise UserError(f"{where}.init: a run cannot start from its own checkpoint")
     _check_acyclic(cfg)
@@ -307,28 +306,6 @@ def validate(cfg: StudyConfig) -> None:
                 parse_layer_range(iv.layers)
             except UserError as e:
                 raise UserError(f"{where}.layers: {e}") from None
-        if recovery_suite(cfg, name) is None:
-            raise UserError(f"{where}.recovery_suite: name the suite recovery is measured on "
-                            "(or give the reference run an ood_suite)")
-        _check_suite(recovery_suite(cfg, name) or "", f"{where}.recovery_suite", set(cfg.evaluation.suites))
-
-
-@functools.cache
-def _pool_problem(task: str, n: int) -> str | None:
-    from tunescope.world import get_task
-
-    try:
-        get_task(task).items("train", n)
-    except UserError as e:
-        return str(e)
-    return None
-
-
-def _check_pool(task: str, n: int, where: str) -> None:
-    """The training task must hold n_train_items distinct training items."""
-    problem = _pool_problem(task, n)
-    if problem:
-        raise UserError(f"{where}: {problem}")
 
 
 def _check_acyclic(cfg: StudyConfig) -> None:
@@ -342,61 +319,10 @@ def _check_acyclic(cfg: StudyConfig) -> None:
             name = parent
 
 
-def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> Any:
-    """The run's training config: the study budget <- training.settings <- the run's own keys.
-
-    Shares of depth in freeze selectors ("gate,up,down@60%-80%") are resolved to layers when
-    `n_layers` is known (the runner reads the base's depth) and kept as written otherwise; a range
-    outside the model is an error either way, here or when training selects the tensors.
-    """
-    spec = cfg.runs[run]
-    try:
-        base = to_dict(load_budget(cfg.training.budget))
-    except UserError as e:
-        raise UserError(f"training.budget: {e}; name a packaged budget (smoke, default) or a YAML file") from None
-    merged = _merge(_merge(base, cfg.training.settings), spec.budget)
-    merged.update(task=None if spec.dataset else spec.task, dataset=spec.dataset, seed=seed,
-                  dataset_spec=_dataset_spec(cfg, spec.task) if spec.dataset else None,
-                  freeze=list(spec.freeze), train_only=list(spec.train_only))
-    try:
-        if n_layers:
-            merged["freeze"] = [resolve_selector(s, n_layers) for s in spec.freeze]
-            merged["train_only"] = [resolve_selector(s, n_layers) for s in spec.train_only]
-        return from_dict(BudgetConfig, merged)
-    except UserError as e:
-        raise UserError(f"runs.{run}.budget: {e}") from None
-
-
-def _dataset_spec(cfg: StudyConfig, suite: str) -> str | None:
-    """The spec a run's dataset is read by: that of its in-domain suite when the suite is a
-    benchmark file (shipped, or one of evaluation.task_specs), so training, rewards and scoring
-    read the file alike; None for plain prompt/solution/answer files."""
-    if suite in shipped_specs():
-        return suite
-    return spec_suites(cfg).get(suite)
-
-
-def eval_config(settings: dict[str, Any]) -> Any:
-    """The evaluation config of every evaluate stage."""
-    from tunescope.evaluate.run import EvalConfig
-
-    try:
-        return from_dict(EvalConfig, settings, prefix="evaluation.settings.")
-    except UserError as e:
-        msg = str(e)
-        raise UserError(msg if msg.startswith(("unknown", "evaluation")) else f"evaluation.settings: {msg}") from None
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
-def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
-    iv = cfg.interventions[intervention]
-    if iv.recovery_suite:
-        return iv.recovery_suite
-    run = parse_ref(iv.reference)[0]
-    return cfg.runs[run].ood_suite if run in cfg.runs else None

@@ -21,7 +21,6 @@ wall time; the report reads it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -33,14 +32,8 @@ from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
 from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
-from tunescope.study.config import (
-    StudyConfig,
-    budget_for,
-    eval_config,
-    parse_ref,
-    recovery_suite,
-    spec_suites,
-)
+from tunescope.study.config import StudyConfig, parse_ref, spec_suites
+from tunescope.study.plan import base_depth, budget_for, eval_config, n_layers, recovery_suite
 from tunescope.study.stages import Context, Stage, StageRunner
 from tunescope.threads import torch_threads
 
@@ -49,21 +42,6 @@ def seed_of(cfg: StudyConfig, run: str, seed: int) -> int:
     """The seed of `run` that a run with `seed` starts from (the same seed when it exists)."""
     seeds = cfg.runs[run].seeds
     return seed if seed in seeds else seeds[0]
-
-
-def _n_layers(model: str) -> int:
-    path = Path(model) / "config.json"
-    if path.is_file():
-        conf = json.loads(path.read_text())
-    else:  # a hub id: resolved through the local Hugging Face cache
-        from transformers import AutoConfig
-
-        conf = AutoConfig.from_pretrained(model).to_dict()
-    conf = conf.get("text_config", conf)
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if key in conf:
-            return int(conf[key])
-    raise UserError(f"cannot tell how many layers {model} has (no num_hidden_layers in its config)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,7 +103,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
 
         def base_fn(ctx: Context) -> dict[str, Any]:
             return {"model": str(Path(cfg.base.path).expanduser().resolve()) if Path(cfg.base.path).exists()
-                    else cfg.base.path, "n_layers": _n_layers(cfg.base.path)}
+                    else cfg.base.path, "n_layers": n_layers(cfg.base.path)}
     else:
         from tunescope.organism.build import cache_key, recipe_for
 
@@ -138,7 +116,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             from tunescope.organism import build
 
             model = build(preset=cfg.base.organism, seed=cfg.base.seed)
-            return {"model": str(model), "n_layers": _n_layers(str(model))}
+            return {"model": str(model), "n_layers": n_layers(str(model))}
     stages.append(Stage("base", "base", base_conf, base_fn, estimate_s=600 if cfg.base.organism == "default" else 30,
                         valid=_base_still_there))
     stages.append(_eval_stage("evaluate/base", eval_cfg, "base", lambda ins: [
@@ -331,20 +309,6 @@ def _report_fn(cfg: StudyConfig, out: Path) -> Callable[[Context], dict[str, Any
         build_report(manifest, ctx.out)
         return {"report": str(ctx.out / "report.html")}
     return fn
-
-
-def base_depth(cfg: StudyConfig) -> int | None:
-    """Number of layers of the study's base, without building or loading it (None when unknown)."""
-    if cfg.base.path is None:
-        from tunescope.organism.build import recipe_for
-        from tunescope.organism.model import MODELS
-
-        recipe = recipe_for(cfg.base.organism)
-        return MODELS[recipe.preset](recipe.vocab_size).num_hidden_layers
-    try:
-        return _n_layers(cfg.base.path)
-    except (UserError, OSError, ValueError):  # a hub id not in the local cache: resolved when trained
-        return None
 
 
 def make_manifest(cfg: StudyConfig, records: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""The study plan: what a validated study resolves to at its base model's real depth.
+
+`tunescope.study.config` parses and validates a study file; this module resolves it once the
+base is known: each run's typed training budget (packaged budget <- training.settings <- the
+run's keys, freeze selectors in layers of this base), the evaluation config, the suite each
+intervention's recovery is measured on. The runner builds its stages from these, the report
+prints them, and `check` (called by `load_study`) rejects what only the resolved plan shows: a
+budget that does not parse, a task with fewer items than asked for, layers outside the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from tunescope.config import from_dict, to_dict
+from tunescope.errors import UserError
+from tunescope.filetasks import shipped_specs
+from tunescope.naming import layer_range, resolve_selector
+from tunescope.study.config import StudyConfig, merge, parse_ref, spec_suites
+from tunescope.train.config import BudgetConfig, load_budget
+
+
+def n_layers(model: str) -> int:
+    """Number of transformer blocks of a model directory (or a hub id in the local HF cache)."""
+    path = Path(model) / "config.json"
+    if path.is_file():
+        conf = json.loads(path.read_text())
+    else:  # a hub id: resolved through the local Hugging Face cache
+        from transformers import AutoConfig
+
+        conf = AutoConfig.from_pretrained(model).to_dict()
+    conf = conf.get("text_config", conf)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if key in conf:
+            return int(conf[key])
+    raise UserError(f"cannot tell how many layers {model} has (no num_hidden_layers in its config)")
+
+
+def base_depth(cfg: StudyConfig) -> int | None:
+    """Number of layers of the study's base, without building or loading it (None when unknown)."""
+    if cfg.base.path is None:
+        from tunescope.organism.build import recipe_for
+        from tunescope.organism.model import MODELS
+
+        recipe = recipe_for(cfg.base.organism)
+        return MODELS[recipe.preset](recipe.vocab_size).num_hidden_layers
+    try:
+        return n_layers(cfg.base.path)
+    except (UserError, OSError, ValueError):  # a hub id not in the local cache: resolved when trained
+        return None
+
+
+def check(cfg: StudyConfig) -> None:
+    """Reject what the resolved plan shows to be wrong (one line naming the key and the fix)."""
+    eval_config(cfg.evaluation.settings)
+    depth = base_depth(cfg)
+    for name, run in cfg.runs.items():
+        budget = budget_for(cfg, name, seed=run.seeds[0], n_layers=depth)
+        if run.dataset is None:
+            _check_pool(run.task, budget.n_train_items, f"runs.{name}.budget.n_train_items")
+    for name, iv in cfg.interventions.items():
+        where = f"interventions.{name}"
+        if iv.layers and depth:
+            try:
+                layer_range(iv.layers, depth)
+            except UserError as e:
+                raise UserError(f"{where}.layers: {e}") from None
+        suite = recovery_suite(cfg, name)
+        if suite is None:
+            raise UserError(f"{where}.recovery_suite: name the suite recovery is measured on "
+                            "(or give the reference run an ood_suite)")
+        if suite not in cfg.evaluation.suites:
+            raise UserError(f"{where}.recovery_suite: unknown suite {suite!r}; use one of "
+                            f"{', '.join(sorted(cfg.evaluation.suites))}")
+
+
+@functools.cache
+def _pool_problem(task: str, n: int) -> str | None:
+    from tunescope.world import get_task
+
+    try:
+        get_task(task).items("train", n)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def _check_pool(task: str, n: int, where: str) -> None:
+    """The training task must hold n_train_items distinct training items."""
+    problem = _pool_problem(task, n)
+    if problem:
+        raise UserError(f"{where}: {problem}")
+
+
+def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> Any:
+    """The run's training config: the study budget <- training.settings <- the run's own keys.
+
+    Shares of depth in freeze selectors ("gate,up,down@60%-80%") are resolved to layers when
+    `n_layers` is known (the runner reads the base's depth) and kept as written otherwise; a range
+    outside the model is an error either way, here or when training selects the tensors.
+    """
+    spec = cfg.runs[run]
+    try:
+        base = to_dict(load_budget(cfg.training.budget))
+    except UserError as e:
+        raise UserError(f"training.budget: {e}; name a packaged budget (smoke, default) or a YAML file") from None
+    merged = merge(merge(base, cfg.training.settings), spec.budget)
+    merged.update(task=None if spec.dataset else spec.task, dataset=spec.dataset, seed=seed,
+                  dataset_spec=dataset_spec(cfg, spec.task) if spec.dataset else None,
+                  freeze=list(spec.freeze), train_only=list(spec.train_only))
+    try:
+        if n_layers:
+            merged["freeze"] = [resolve_selector(s, n_layers) for s in spec.freeze]
+            merged["train_only"] = [resolve_selector(s, n_layers) for s in spec.train_only]
+        return from_dict(BudgetConfig, merged)
+    except UserError as e:
+        raise UserError(f"runs.{run}.budget: {e}") from None
+
+
+def dataset_spec(cfg: StudyConfig, suite: str) -> str | None:
+    """The spec a run's dataset is read by: that of its in-domain suite when the suite is a
+    benchmark file (shipped, or one of evaluation.task_specs), so training, rewards and scoring
+    read the file alike; None for plain prompt/solution/answer files."""
+    if suite in shipped_specs():
+        return suite
+    return spec_suites(cfg).get(suite)
+
+
+def eval_config(settings: dict[str, Any]) -> Any:
+    """The evaluation config of every evaluate stage."""
+    from tunescope.evaluate.run import EvalConfig
+
+    try:
+        return from_dict(EvalConfig, settings, prefix="evaluation.settings.")
+    except UserError as e:
+        msg = str(e)
+        raise UserError(msg if msg.startswith(("unknown", "evaluation")) else f"evaluation.settings: {msg}") from None
+
+
+def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
+    iv = cfg.interventions[intervention]
+    if iv.recovery_suite:
+        return iv.recovery_suite
+    run = parse_ref(iv.reference)[0]
+    return cfg.runs[run].ood_suite if run in cfg.runs else None
