@@ -225,6 +225,19 @@ def _check_selector(text: str, where: str) -> None:
 
 def validate(cfg: StudyConfig) -> None:
     """Reject every problem that can be seen before work starts (one line naming the key and the fix)."""
+    _validate_base(cfg)
+    _validate_evaluation(cfg)
+    _validate_runs(cfg)
+    _check_acyclic(cfg)
+    for name, spec in cfg.analyses.spectra.items():
+        for key in ("reference", "target"):
+            _check_ref(cfg, getattr(spec, key), f"analyses.spectra.{name}.{key}", allow_interventions=True)
+        if not spec.ranks or any(not 0 < r <= 1 for r in spec.ranks):
+            raise UserError(f"analyses.spectra.{name}.ranks: give rank bands as fractions in (0, 1]")
+    _validate_interventions(cfg)
+
+
+def _validate_base(cfg: StudyConfig) -> None:
     base = cfg.base
     if base.path is None and base.organism is None:
         raise UserError("base: set base.organism (smoke|default) or base.path (a model directory or hub id)")
@@ -238,6 +251,8 @@ def validate(cfg: StudyConfig) -> None:
         if p.exists() and not (p / "config.json").is_file():
             raise UserError(f"base.path: {base.path} has no config.json; point it at a Hugging Face model directory")
 
+
+def _validate_evaluation(cfg: StudyConfig) -> None:
     suites = _suites(cfg)
     for i, entry in enumerate(cfg.evaluation.data):
         name, sep, path = entry.partition("=")
@@ -250,6 +265,10 @@ def validate(cfg: StudyConfig) -> None:
     for i, s in enumerate(cfg.evaluation.suites):
         _check_suite(s, f"evaluation.suites[{i}]", suites)
 
+
+
+def _validate_runs(cfg: StudyConfig) -> None:
+    suites = _suites(cfg)
     if not cfg.runs:
         raise UserError("runs: define at least one training run (method: sft or grpo)")
     for name, run in cfg.runs.items():
@@ -281,14 +300,9 @@ def validate(cfg: StudyConfig) -> None:
         _check_ref(cfg, run.init, f"{where}.init", allow_interventions=False)
         if parse_ref(run.init)[0] == name:
             raise UserError(f"{where}.init: a run cannot start from its own checkpoint")
-    _check_acyclic(cfg)
 
-    for name, spec in cfg.analyses.spectra.items():
-        for key in ("reference", "target"):
-            _check_ref(cfg, getattr(spec, key), f"analyses.spectra.{name}.{key}", allow_interventions=True)
-        if not spec.ranks or any(not 0 < r <= 1 for r in spec.ranks):
-            raise UserError(f"analyses.spectra.{name}.ranks: give rank bands as fractions in (0, 1]")
 
+def _validate_interventions(cfg: StudyConfig) -> None:
     for name, iv in cfg.interventions.items():
         where = f"interventions.{name}"
         if name in cfg.runs or name == "base":
