@@ -214,24 +214,9 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     sidecar = {"method": method, "base_model": str(model), "config": config, "provenance": prov}
     state = _last_state(run) if resume else None
     if main:
-        run.mkdir(parents=True, exist_ok=True)
-        if not (run / "run.json").exists():
-            write_json(run / "run.json", {"method": method, "base_model": str(model), "config": config,
-                                          "provenance": prov, "status": "running",
-                                          "data": {"pool": pool_all, "kept_after_length_filter": len(pool),
-                                                   "stream": len(stream)},
-                                          "parameters": counts, "world_size": world})
-        first = checkpoint_dir(run, 0)
-        if not first.exists():
-            with atomic_dir(first) as tmp:
-                lm.save_pretrained(tmp)
-                tok.save_pretrained(tmp)
-                write_json(tmp / SIDECAR, {**sidecar, "step": 0, "fraction": 0.0})
-        if state is not None:  # a crash between saving the state and publishing its checkpoint
-            step = int(state.name.split("-")[1])
-            export_checkpoint(state, checkpoint_dir(run, step), {**sidecar, "step": step,
-                                                                 "fraction": step / cfg.max_steps})
-        _trim_log(run, int(state.name.split("-")[1]) if state is not None else 0)
+        _start_run_dir(run, sidecar, state, lm, tok, cfg, {
+            "data": {"pool": pool_all, "kept_after_length_filter": len(pool), "stream": len(stream)},
+            "parameters": counts, "world_size": world})
     _barrier()
 
     recorder = StepRecorder()
@@ -258,9 +243,34 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
         trainer.train(resume_from_checkpoint=str(state) if state is not None else None)
     wall = time.perf_counter() - t0
 
-    # ---------------------------------------------------------------- finish
-    # every process must end with the same weights (data parallel keeps replicas in sync);
-    # sharded engines (ZeRO-3, FSDP) hold different shards by design, so they are not compared
+    _finish_run(run, trainer, cfg, main, world, wall, threads)
+    return run
+
+
+def _start_run_dir(run: Path, sidecar: dict[str, Any], state: Path | None, lm: Any, tok: Any,
+                   cfg: BudgetConfig, facts: dict[str, Any]) -> None:
+    """On the main process: run.json (once), the step-0 checkpoint, and after a crash between
+    saving a trainer state and publishing its checkpoint, that checkpoint; the log trimmed to it."""
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "run.json").exists():
+        write_json(run / "run.json", {**{k: sidecar[k] for k in ("method", "base_model", "config", "provenance")},
+                                      "status": "running", **facts})
+    first = checkpoint_dir(run, 0)
+    if not first.exists():
+        with atomic_dir(first) as tmp:
+            lm.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            write_json(tmp / SIDECAR, {**sidecar, "step": 0, "fraction": 0.0})
+    step = int(state.name.split("-")[1]) if state is not None else 0
+    if state is not None:
+        export_checkpoint(state, checkpoint_dir(run, step), {**sidecar, "step": step, "fraction": step / cfg.max_steps})
+    _trim_log(run, step)
+
+
+def _finish_run(run: Path, trainer: Any, cfg: BudgetConfig, main: bool, world: int, wall: float,
+                threads: int) -> None:
+    """Record the outcome in run.json and check that data-parallel replicas ended identical
+    (sharded engines, ZeRO-3 and FSDP, hold different shards by design and are not compared)."""
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
     digests = [] if sharded else gather_object(weights_digest(trainer.model))
     if main:
@@ -277,7 +287,6 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     _barrier()
     if len(set(digests)) > 1:
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
-    return run
 
 
 def _check_vllm() -> None:
