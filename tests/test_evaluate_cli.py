@@ -171,7 +171,9 @@ def test_game24_outcome_shares_match_the_samples(smoke_organism, tmp_path):
 def test_overrides_are_bare_key_value_words_anywhere(smoke_organism, tmp_path):
     """eval takes the override syntax of train and run: key=value before or after the options."""
     out = tmp_path / "ev"
-    assert main(["eval", "n=2", str(smoke_organism), "--suite", "maths", "--out", str(out), "max_new_tokens=4",
-                 "kl_items=0", "bootstrap=50", "seed=3"]) == 0
+    assert main(["eval", "n=2", str(smoke_organism), "--suite", "maths,facts", "--out", str(out), "max_new_tokens=4",
+                 "kl_items=0", "bootstrap=50", "seed=3", "n_by_suite={facts: 5}"]) == 0
     state = json.loads((out / "eval.json").read_text())
     assert state["config"]["n"] == 2 and state["config"]["seed"] == 3 and state["config"]["max_new_tokens"] == 4
+    n = pd.read_csv(out / "scores.csv").groupby("suite")["n"].max()
+    assert n["maths"] == 2 and n["facts"] == 5  # per-suite item counts

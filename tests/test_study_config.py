@@ -153,3 +153,20 @@ def test_layers_outside_the_base_are_caught_before_work_starts(overrides, fragme
     with pytest.raises(UserError) as e:
         load_study(preset="smoke", overrides=overrides)
     assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path):
+    from tunescope.study.plan import eval_settings
+    from tunescope.study.runner import build_stages
+
+    cfg = load_study(preset="smoke", overrides=["runs.sft24.evaluation={n_by_suite: {game24_ood: 0}}",
+                                                "runs.grpo24.evaluation={n_by_suite: {game24_ood: 7, maths: 9}}"])
+    assert eval_settings(cfg, "sft24")["n_by_suite"] == {"game24_ood": 0}
+    assert eval_settings(cfg, "sft")["n"] == 4 and "n_by_suite" not in eval_settings(cfg, "sft")
+    assert eval_settings(cfg, None)["n_by_suite"] == {"game24_ood": 0, "maths": 9}  # 0 = all wins
+    stages = {s.name: s for s in build_stages(cfg, tmp_path)}
+    assert stages["evaluate/sft24/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}
+    assert stages["evaluate/restore_top20"].config["settings"]["n_by_suite"] == {"game24_ood": 0}  # from sft24
+    assert stages["evaluate/sft/s0"].config["settings"]["n_by_suite"] == {}
+    with pytest.raises(UserError, match="runs.sft24.evaluation: unknown config key"):
+        load_study(preset="smoke", overrides=["runs.sft24.evaluation={nn: 3}"])

@@ -39,6 +39,17 @@ def git_revision() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance(config: Any = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
     """A JSON-ready record of what produced an artifact."""
     return {
@@ -46,7 +57,7 @@ def provenance(config: Any = None, seed: int | None = None, **extra: Any) -> dic
         "seed": seed,
         "versions": versions(),
         "git_revision": git_revision(),
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "system": platform.system()},
+        "host": {"machine": platform.machine(), "cpu": cpu_model(), "cpus": os.cpu_count(), "system": platform.system()},
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **extra,
     }

@@ -49,6 +49,7 @@ class EvalConfig:
     """How to evaluate. Defaults: greedy, 64 items per suite, option log-likelihood for multiple choice."""
 
     n: int = 64  # items per suite (the first n of its test split); 0 = all
+    n_by_suite: dict[str, int] = field(default_factory=dict)  # per-suite n, e.g. {game24_ood: 0}: all OOD hands
     max_new_tokens: int = 256  # longer is slower; truncated completions are scored as they are
     batch_size: int = 16  # prompts per generation batch; larger is faster until memory runs out
     temperature: float = 0.0  # 0 = greedy; the original study sampled at 0.6
@@ -70,8 +71,10 @@ class EvalConfig:
     lm_eval_limit: int | None = None  # items per lm-eval task (None = all)
 
     def __post_init__(self) -> None:
-        if self.n < 0 or self.max_new_tokens < 1 or self.batch_size < 1 or self.n_samples < 1:
-            raise UserError("eval: n >= 0, max_new_tokens >= 1, batch_size >= 1 and n_samples >= 1 are required")
+        if self.n < 0 or any(v < 0 for v in self.n_by_suite.values()):
+            raise UserError("eval: n and every n_by_suite value must be >= 0 (0 = all items)")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.n_samples < 1:
+            raise UserError("eval: max_new_tokens >= 1, batch_size >= 1 and n_samples >= 1 are required")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise UserError("eval: temperature must be >= 0 and top_p in (0, 1]")
         if self.n_samples > 1 and self.temperature == 0:
@@ -300,7 +303,7 @@ def _row(m: ModelRef, **kw: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ preparation
 def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _Suite:
-    items = _test_items(task, cfg.n)
+    items = _test_items(task, cfg.n_by_suite.get(name, cfg.n))
     if not items:
         raise UserError(f"suite '{name}' has no test items")
     s = _Suite(name, task, items, [render(tok, it.prompt) for it in items])

@@ -62,6 +62,8 @@ class RunSpec:
     train_only: list[str] = field(default_factory=list)  # selectors of the only trained tensors ("q,k")
     seeds: list[int] = field(default_factory=lambda: [0])  # one training run per seed
     ood_suite: str | None = None  # the suite that picks this run's best_ood checkpoint
+    evaluation: dict[str, Any] = field(default_factory=dict)  # evaluation.settings overrides for this run's
+    # checkpoints and the interventions from it, e.g. {n_by_suite: {game24_ood: 0}} (all OOD hands)
     label: str | None = None  # display name in the report (defaults to the run's key)
 
 

@@ -55,9 +55,13 @@ def base_depth(cfg: StudyConfig) -> int | None:
 
 def check(cfg: StudyConfig) -> None:
     """Reject what the resolved plan shows to be wrong (one line naming the key and the fix)."""
-    eval_config(cfg.evaluation.settings)
+    eval_config(eval_settings(cfg, None))
     depth = base_depth(cfg)
     for name, run in cfg.runs.items():
+        try:
+            eval_config(eval_settings(cfg, name))
+        except UserError as e:
+            raise UserError(f"runs.{name}.evaluation: {e}") from None
         budget = budget_for(cfg, name, seed=run.seeds[0], n_layers=depth)
         if run.dataset is None:
             _check_pool(run.task, budget.n_train_items, f"runs.{name}.budget.n_train_items")
@@ -146,3 +150,19 @@ def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
         return iv.recovery_suite
     run = parse_ref(iv.reference)[0]
     return cfg.runs[run].ood_suite if run in cfg.runs else None
+
+
+def eval_settings(cfg: StudyConfig, run: str | None) -> dict[str, Any]:
+    """The evaluation settings of a run's checkpoints (`run=None`: the base): evaluation.settings <-
+    the run's own `evaluation` keys. The base is scored on as many items of each suite as any run
+    is (0 = all wins), so that every run's step 0 is paired with its later checkpoints item by item."""
+    settings = dict(cfg.evaluation.settings)
+    if run is not None:
+        return merge(settings, cfg.runs[run].evaluation)
+    by_suite: dict[str, int] = dict(settings.get("n_by_suite") or {})
+    for spec in cfg.runs.values():
+        for suite, n in (spec.evaluation.get("n_by_suite") or {}).items():
+            have = by_suite.get(suite, settings.get("n", 64))
+            by_suite[suite] = 0 if 0 in (n, have) else max(n, have)
+    return {**settings, "n_by_suite": by_suite} if by_suite else settings
+

@@ -33,7 +33,7 @@ from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
 from tunescope.study.config import StudyConfig, parse_ref, spec_suites
-from tunescope.study.plan import base_depth, budget_for, eval_config, n_layers, recovery_suite
+from tunescope.study.plan import base_depth, budget_for, eval_config, eval_settings, n_layers, recovery_suite
 from tunescope.study.stages import Context, Stage, StageRunner
 from tunescope.threads import torch_threads
 
@@ -91,9 +91,14 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     stages: list[Stage] = []
     suites = list(cfg.evaluation.suites)
     specs = spec_suites(cfg)
-    eval_cfg = {"suites": suites, "settings": to_dict(eval_config(cfg.evaluation.settings)) or cfg.evaluation.settings,
-                "kl": cfg.evaluation.kl, "task_specs": {n: [p, _fingerprint(p)] for n, p in specs.items()},
-                "data": {e: _fingerprint(e.partition("=")[2]) for e in cfg.evaluation.data}}
+    common = {"suites": suites, "kl": cfg.evaluation.kl,
+              "task_specs": {n: [p, _fingerprint(p)] for n, p in specs.items()},
+              "data": {e: _fingerprint(e.partition("=")[2]) for e in cfg.evaluation.data}}
+
+    def eval_for(run: str | None) -> dict[str, Any]:  # the evaluation of a run's checkpoints (None: base)
+        return {**common, "settings": to_dict(eval_config(eval_settings(cfg, run)))}
+
+    eval_cfg = eval_for(None)
 
     settings = eval_cfg["settings"]
     eval_cost = len(suites) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s per model
@@ -148,7 +153,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
                                 estimate_s=steps * per_step, resumable=True))
             # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
             # the report takes its scores from there
-            stages.append(_eval_stage(f"evaluate/{name}", eval_cfg, f"train/{name}",
+            stages.append(_eval_stage(f"evaluate/{name}", eval_for(run), f"train/{name}",
                                       lambda ins, n=name: [c for c in list_checkpoints(ins[f"train/{n}"]["result"]["run"])
                                                            if c.step != 0],
                                       estimate_s=n_ckpts * eval_cost))
@@ -166,7 +171,10 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
         inputs = _ref_inputs(cfg, [iv.reference, iv.target])
         stages.append(Stage(f"intervene/{iname}", "intervene", to_dict(iv), _intervene_fn(cfg, iname),
                             inputs=inputs, estimate_s=20))
-        stages.append(_eval_stage(f"evaluate/{iname}", eval_cfg, f"intervene/{iname}", lambda ins, n=iname: [
+        source = parse_ref(iv.reference)[0]
+        stages.append(_eval_stage(f"evaluate/{iname}", eval_for(source if source in cfg.runs else None),
+                                  f"intervene/{iname}",
+                                  lambda ins, n=iname: [
             ModelRef(path=Path(ins[f"intervene/{n}"]["result"]["model"]), name=n, method="intervention")],
             estimate_s=eval_cost))
 

@@ -51,14 +51,14 @@ class CorpusConfig:
     maths_docs: int = 3000  # worked solutions of train word problems (levels 1-3)
     arithmetic_docs: int = 2500  # drills: 8 one-step equations per document, from the maths fact table
     game24_docs: int = 2000  # solved train hands (J/Q/K = 10)
-    game24_ood_docs: int = 800  # solved train hands of the OOD suite under its rule (J/Q/K = 11/12/13)
+    game24_ood_docs: int = 1500  # solved train hands of the OOD suite under its rule (J/Q/K = 11/12/13)
     game24_other_docs: int = 1500  # solved hands under other stated rules (`game24.other_rule_items`)
     numbers24_docs: int = 4000  # "make 24 from these numbers" puzzles over 1-13 (`game24.number_puzzles`)
     instruct_docs: int = 2000  # instruction / response pairs
     chat_maths: int = 700  # chat examples per suite, train split only; maths: worked solutions
-    chat_maths_direct: int = 850  # maths chats answered without working (maths.direct_solution)
+    chat_maths_direct: int = 650  # maths chats answered without working (maths.direct_solution)
     chat_game24: int = 1000
-    chat_game24_ood: int = 300  # OOD-rule chats on the OOD suite's train hands
+    chat_game24_ood: int = 500  # OOD-rule chats on the OOD suite's train hands
     chat_game24_other: int = 500  # chats under other rules
     chat_facts: int = 1500  # ~5 passes over the 328 train questions
     chat_twohop: int = 200
