@@ -127,3 +127,27 @@ def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(out), "--check", f"base.path={smoke_organism}"]) == 0
     plan = capsys.readouterr().out
     assert "31 stages (0 cached)" in plan and not out.exists()
+
+
+def test_ood_peak_differences_are_paired_over_items(smoke_study):
+    """tables/ood_peak.csv: peak − start and peak − end are mean per-item differences on the items
+    both checkpoints answered, recomputed here from the evaluations' samples.jsonl."""
+    manifest = json.loads((smoke_study / "study.json").read_text())
+    peak = pd.read_csv(smoke_study / "tables" / "ood_peak.csv").set_index("run").loc["sft24"]
+    curve = pd.read_csv(smoke_study / "tables" / "ood_curve.csv")
+    curve = curve[curve["run"] == "sft24"].set_index("step")
+    samples = pd.DataFrame([json.loads(line) for r in manifest["stages"].values() if r["kind"] == "evaluate"
+                            for line in (Path(r["dir"]) / "samples.jsonl").read_text().splitlines()])
+    ood = samples[samples["suite"] == "game24_ood"]
+
+    def per_item(step: int) -> pd.Series:
+        return ood[ood["path"] == curve.loc[step, "path"]].groupby("item_id")["score"].mean()
+
+    top, start, end = per_item(int(peak["peak_step"])), per_item(curve.index.min()), per_item(curve.index.max())
+    assert len(top) == len(start) == len(end) == peak["n_items"] == 4
+    for name, other in (("rise", start), ("fall", end)):
+        d = (top - other.loc[top.index]).to_numpy(dtype=np.float64)
+        assert math.isclose(peak[name], d.mean(), abs_tol=1e-12)
+        assert peak[f"{name}_low"] <= peak[name] <= peak[f"{name}_high"]
+    rec = pd.read_csv(smoke_study / "tables" / "recovery.csv")
+    assert set(rec["interval"]) <= {"paired-bootstrap", "none"} and (rec["n_items"] == 4).all()

@@ -216,12 +216,16 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
     if c is None:
         return []
     out = []
+    paired = t.get("ood_peak")
     for run, g in c.groupby("run", sort=False):
         p = g[g["is_peak"]].iloc[0]
         first, last = g.iloc[0], g.iloc[-1]
-        rises = p["ood_ci_low"] > first["ood_ci_high"]
-        falls = p["ood_ci_low"] > last["ood_ci_high"]
-        id_up = last["id"] > p["id"]
+        row = paired[paired["run"] == run].iloc[0] if paired is not None and (paired["run"] == run).any() else None
+        if row is not None and math.isfinite(row["fall_low"]):  # paired per-item intervals of the differences
+            rises, falls = row["rise_low"] > 0, row["fall_low"] > 0
+        else:  # no per-item scores: marginal intervals that do not overlap
+            rises, falls = p["ood_ci_low"] > first["ood_ci_high"], p["ood_ci_low"] > last["ood_ci_high"]
+        id_up = last["id"] >= p["id"]
         flat = g["ood"].max() == g["ood"].min()
         verdict = "supported" if rises and falls and id_up else (
             "inconclusive" if flat else
@@ -232,6 +236,10 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
                         f"{p['ood_ci_high']:.2f}], from {first['ood']:.2f} at the start to {last['ood']:.2f} at the "
                         f"end, while in-distribution goes {p['id']:.2f} -> {last['id']:.2f}.",
             "OOD accuracy rises early in SFT, peaks, then falls while ID keeps rising (Jin et al.)", verdict))
+        if row is not None and math.isfinite(row["fall_low"]):
+            out[-1].text += (f" Paired over {int(row['n_items'])} items: peak − start {row['rise']:+.3f} "
+                             f"[{row['rise_low']:+.3f}, {row['rise_high']:+.3f}], peak − end {row['fall']:+.3f} "
+                             f"[{row['fall_low']:+.3f}, {row['fall_high']:+.3f}].")
         if flat:
             out[-1].text += (f" The out-of-distribution score is {p['ood']:.2f} at every checkpoint, so this run "
                              "cannot show a peak (the model never solves, or always solves, these items).")

@@ -143,6 +143,10 @@ index-matched singular vectors; right: mean principal angle of the head, bulk an
 <p class="note">recovery = (OOD<sub>after</sub> − OOD<sub>target</sub>) / (OOD<sub>peak</sub> − OOD<sub>target</sub>);
 1 is back to the peak, 0 no change.</p>
 {figure(figs.get('ood'), 'OOD peak and recovery')}
+<p class="note">The peak against the start and the end of its run: mean per-item differences on the
+items both checkpoints answered, with paired bootstrap 95% intervals (n_items).</p>
+{table(t('ood_peak'), ['run', 'suite', 'peak_step', 'start', 'peak', 'last', 'rise', 'rise_low', 'rise_high',
+                       'fall', 'fall_low', 'fall_high', 'n_items', 'id_peak', 'id_last'])}
 {table(t('recovery'), ['label', 'kind', 'suite', 'ood_reference', 'ood_target', 'ood_after', 'id_after', 'recovery',
                        'recovery_low', 'recovery_high', 'interval'])}
 <p class="note">Jin et al.'s RL was PPO; GRPO stands in for it here (TRL 1.16 has no PPO trainer).</p>

@@ -127,8 +127,8 @@ def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
             df["fraction"] = df["fraction"].astype(float).fillna(1.0)
             df["step"] = df["step"].fillna(-1).astype(int)
     if not scores_df.empty:
-        scores_df = scores_df[["run", "label", "kind", "seed", "model", "step", "fraction", "suite", "metric",
-                               "value", "ci_low", "ci_high", "n"]]
+        scores_df = scores_df[["run", "label", "kind", "seed", "model", "path", "step", "fraction", "suite",
+                               "metric", "value", "ci_low", "ci_high", "n"]]
     return scores_df, dist_df
 
 
