@@ -209,7 +209,7 @@ def ship(path: Path | None = None, result_json: Path | None = None) -> Path:
 
     from tunescope.fsutil import atomic_dir
     from tunescope.organism.build import SHIPPED, SIDECAR, cache_key, cache_root, recipe_for, verify
-    from tunescope.provenance import write_json
+    from tunescope.provenance import git_revision, provenance, write_json
 
     key = cache_key(recipe_for("default"), 0)
     path = Path(path) if path is not None else cache_root() / key
@@ -224,6 +224,9 @@ def ship(path: Path | None = None, result_json: Path | None = None) -> Path:
         quality, load = evaluate(path), {"load_avg_after": [round(x, 2) for x in os.getloadavg()]}
     side = json.loads((path / SIDECAR).read_text())
     side["quality"] = {"greedy_test_split": True, **quality, **load}
+    now = provenance()
+    side["shipped"] = {"from": str(path), "git_revision": git_revision(), "created": now["created"],
+                       "host": now["host"]}
     dest = SHIPPED / "default"
     with atomic_dir(dest, overwrite=True) as tmp:
         for name in side["files"]:
