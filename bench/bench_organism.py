@@ -16,12 +16,13 @@ Capabilities, on the test split of each world task (items never seen in pretrain
   accuracy of each kind, mean@8 and pass@8, and the accuracy when the working is forced (the
   answer prefilled with `<think>` and the start number): the skill a change of habit can reach.
 The targets (issue 12): facts MC >= 80%, maths 10-70%, game24 >= 20%, game24_ood >= 12% (all test
-hands), instruct >= 30%, pretraining <= 60 minutes on 2 cores.
+hands), instruct >= 30%, pretraining <= 60 minutes on 2 cores. The CPU is shared, so the load
+average is recorded with the timings.
 
 `ship` copies a default organism built by the current code (the cache entry by default, as
 `tunescope organism build --preset default --rebuild` leaves it) into the package
 (src/tunescope/organism/shipped/default/) with its measured quality in the sidecar: the
-quality of RESULT_JSON (this benchmark's output for that organism) or measured anew. The CPU is shared, so the load average is recorded with the timings.
+quality of RESULT_JSON (this benchmark's output for that organism) or measured anew.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from tunescope.cli import main
 from tunescope.errors import UserError
-from tunescope.intervene.restore import parse_layers, restore
+from tunescope.intervene.restore import restore
+from tunescope.naming import layer_range
 from tunescope.weights import WeightFiles
 
 N_LAYERS = 4
@@ -193,8 +194,8 @@ def test_sharded_output_float64_and_sidecar(pair, tmp_path):
                                            ("0-3", 4, (0, 3)), ("2", 4, (2, 2)), ("0%-7%", 100, (0, 6)),
                                            ("75-100%", 16, (12, 15)), ("10-20%", 4, (0, 0)),
                                            ("60%-80%", 32, (19, 25))])
-def test_parse_layers(text, n, want):
-    assert parse_layers(text, n) == want
+def test_layer_range(text, n, want):
+    assert layer_range(text, n) == want
 
 
 @pytest.mark.parametrize("text, fragment", [("0-4", "outside the model"), ("3-1", "empty"), ("0-120%", "0-100%"),
@@ -202,7 +203,7 @@ def test_parse_layers(text, n, want):
                                             ("0.5-2", "integers")])
 def test_parse_layers_rejects(text, fragment):
     with pytest.raises(UserError, match=fragment):
-        parse_layers(text, 4)
+        layer_range(text, 4)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):

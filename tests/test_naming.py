@@ -8,7 +8,6 @@ from fractions import Fraction
 import pytest
 
 from tunescope.errors import UserError
-from tunescope.intervene.restore import parse_layers
 from tunescope.naming import depth_of, layer_range, parse_selector, resolve_selector, select
 
 
@@ -24,13 +23,11 @@ def test_shares_of_depth_follow_the_overlap_rule(n_layers):
         got = layer_range(f"{a}%-{b}%", n_layers)
         assert list(range(got[0], got[1] + 1)) == want, (a, b, n_layers)
         assert layer_range(f"{a}-{b}%", n_layers) == got  # "0-25%" means "0%-25%"
-        assert parse_layers(f"{a}%-{b}%", n_layers) == got  # reset ranges: the same rule
 
 
 def test_the_papers_ranges_and_one_rule_for_freeze_and_reset():
     assert layer_range("60%-80%", 32) == (19, 25)  # Rajani et al.'s frozen mid-depth MLPs
     assert layer_range("0%-25%", 32) == (0, 7)  # Jin et al.'s first quarter of layers
-    assert parse_layers("60%-80%", 32) == (19, 25)  # as a reset range: the same layers (was 20-25)
     assert layer_range("7%-8%", 100) == (7, 7)  # exact: no float rounding
     assert layer_range("3", 6) == (3, 3) and layer_range("0-5", 6) == (0, 5)
 

@@ -170,3 +170,9 @@ def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path
     assert stages["evaluate/sft/s0"].config["settings"]["n_by_suite"] == {}
     with pytest.raises(UserError, match="runs.sft24.evaluation: unknown config key"):
         load_study(preset="smoke", overrides=["runs.sft24.evaluation={nn: 3}"])
+    for bad, message in [("{n_by_suite: {game24_ood: all}}", "runs.sft24.evaluation: "),
+                         ("{n_by_suite: [3]}", "runs.sft24.evaluation: "),
+                         ("{n_by_suite: {game42_ood: 0}}", "'game42_ood' is not one of evaluation.suites")]:
+        with pytest.raises(UserError, match=message) as e:
+            load_study(preset="smoke", overrides=[f"runs.sft24.evaluation={bad}"])
+        assert "\n" not in str(e.value)

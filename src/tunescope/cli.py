@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from tunescope import __version__
@@ -36,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in STAGES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
+    """(other words, overrides): words that start with `key=` are config overrides (train, eval, run)."""
+    overrides = [w for w in words if _OVERRIDE.match(w)]
+    return [w for w in words if not _OVERRIDE.match(w)], overrides
 
 
 class Intermixed(argparse.ArgumentParser):

@@ -164,15 +164,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Defaults <- `base` <- YAML file <- overrides, validated into `cls`."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
-        data = _merge(data, read_yaml(path))
+        data = merge(data, read_yaml(path))
     data = apply_overrides(data, overrides or [])
     return from_dict(cls, data)
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

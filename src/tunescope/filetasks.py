@@ -77,7 +77,7 @@ def load_spec(path: str | Path, data: str | Path | None = None) -> TaskSpec:
     path = Path(path)
     spec = from_dict(TaskSpec, read_yaml(path))
     if data is not None:
-        spec.source = str(Path(data).resolve())
+        spec.source = str(data) if _is_hub_id(str(data)) else str(Path(data).resolve())
     elif not _is_hub_id(spec.source):
         spec.source = str((path.parent / spec.source).resolve())
     return spec

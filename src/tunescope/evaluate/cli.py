@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
-from tunescope.cli import Intermixed
+from tunescope.cli import Intermixed, split_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,15 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lm-eval", metavar="TASK[,TASK]", help="lm-evaluation-harness tasks (alias of lm_eval=[...])")
     p.set_defaults(func=_run)
     p.__class__ = Intermixed  # overrides and models may follow the options
-
-
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
-
-
-def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
-    """(models, overrides): words that start with `key=` are config overrides, the rest models."""
-    overrides = [w for w in words if _OVERRIDE.match(w)]
-    return [w for w in words if not _OVERRIDE.match(w)], overrides
 
 
 def _run(args: argparse.Namespace) -> int:

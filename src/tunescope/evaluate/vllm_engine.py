@@ -27,7 +27,7 @@ def vllm_available() -> bool:
 class VLLMEngine:
     def __init__(self, path: str | Path, tok: Any, cfg: Any) -> None:
         if not vllm_available():
-            raise UserError("backend vllm needs the vllm package and a CUDA GPU; use --backend hf")
+            raise UserError("backend vllm needs the vllm package and a CUDA GPU; use backend=hf")
         from vllm import LLM
 
         self.path, self.tok, self.cfg = Path(path), tok, cfg

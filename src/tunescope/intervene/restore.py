@@ -35,7 +35,7 @@ from tunescope.checkpoints import SIDECAR, read_sidecar
 from tunescope.errors import UserError
 from tunescope.fsutil import atomic_dir
 from tunescope.intervene import METHODS, edits
-from tunescope.naming import layer_range, parse, parse_selector
+from tunescope.naming import depth_of, layer_range, parse, parse_selector
 from tunescope.naming import select as select_names
 from tunescope.provenance import provenance, write_json
 from tunescope.weights import ShardWriter, WeightFiles
@@ -85,11 +85,6 @@ class RestoreOptions:
                 raise UserError(f"selector '{text}' names {outside[0]}; add --include-embeddings to edit it")
 
 
-def parse_layers(text: str, n_layers: int) -> tuple[int, int]:
-    """Inclusive (lo, hi) layer indices for "3", "0-3" or "0%-25%" (`tunescope.naming.layer_range`)."""
-    return layer_range(text, n_layers)
-
-
 def count_layers(model_dir: Path, names: list[str]) -> int:
     """Number of transformer blocks: config.json's num_hidden_layers, else from tensor names."""
     cfg_file = model_dir / "config.json"
@@ -101,8 +96,7 @@ def count_layers(model_dir: Path, names: list[str]) -> int:
         for c in (cfg, cfg.get("text_config") or {}):
             if isinstance(c.get("num_hidden_layers"), int):
                 return c["num_hidden_layers"]
-    layers = [t.layer for t in map(parse, names) if t.layer is not None]
-    return max(layers) + 1 if layers else 0
+    return depth_of(names)
 
 
 def chosen_tensors(names: list[str], shapes: dict[str, tuple[int, ...]], opts: RestoreOptions,
@@ -201,8 +195,8 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
     ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)
     names = tgt_w.names()
     n_layers = count_layers(target, names)
-    layer_range = parse_layers(opts.layers, n_layers) if opts.layers else None
-    chosen = chosen_tensors(names, {n: tgt_w.shape(n) for n in names}, opts, layer_range)
+    layers = layer_range(opts.layers, n_layers) if opts.layers else None
+    chosen = chosen_tensors(names, {n: tgt_w.shape(n) for n in names}, opts, layers)
     _check_pair(ref_w, tgt_w, chosen)
     edit = set(chosen)
 
@@ -224,7 +218,7 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
         side = {
             "intervention": {
                 "method": method, "ref": str(ref.resolve()), "target": str(target.resolve()),
-                "options": asdict(opts), "layer_range": list(layer_range) if layer_range else None,
+                "options": asdict(opts), "layer_range": list(layers) if layers else None,
                 "n_layers": n_layers, "edited_tensors": len(records), "copied_files": copied,
                 "tensors": records,
             },

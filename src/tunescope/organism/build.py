@@ -7,11 +7,12 @@ The result is a standard Hugging Face model directory (config.json, model.safete
 generation_config.json, tokenizer files with a chat template) plus `tunescope.json`, the sidecar
 with the recipe, seed, versions, git revision, pretraining stats and a sha256 of every file.
 
-Identity: the directory name carries a hash of the recipe, the seed, the model config and the
-*content* of what the organism is trained on (every pretraining example and every tokenizer
-text; `corpus_digest`), so a refactor that leaves the corpus unchanged keeps the key and any
-change to the corpus makes a new organism. A change to the training loop alone keeps the key:
-rebuild with `tunescope organism build --rebuild` to see whether it changes the weights.
+Identity: the directory name carries a hash of the recipe, the seed, the model config, the token
+format (special tokens and chat template) and the *content* of what the organism is trained on
+(every pretraining example and every tokenizer text; `corpus_digest`), so a refactor that leaves
+all of them unchanged keeps the key and any change to the corpus makes a new organism. A change
+to the training loop alone keeps the key: rebuild with `tunescope organism build --rebuild` to
+see whether it changes the weights.
 
 Shipped organisms: the default organism is built once and shipped in the package
 (`tunescope/organism/shipped/default/`, written by `bench/bench_organism.py ship`), so a fresh
@@ -110,9 +111,13 @@ def _model_config(recipe: Recipe) -> dict[str, Any]:
 
 
 def cache_key(recipe: Recipe, seed: int) -> str:
-    """`<preset>-<hash>`: the name of an organism, a hash of its recipe, seed, model config and corpus."""
+    """`<preset>-<hash>`: the name of an organism, a hash of its recipe, seed, model config, corpus
+    and token format (special tokens, chat template)."""
+    from tunescope.organism.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
+
     ident = {"recipe": recipe, "seed": seed, "model": _model_config(recipe),
-             "corpus": corpus_digest(recipe.corpus, seed)}
+             "corpus": corpus_digest(recipe.corpus, seed),
+             "format": {"special_tokens": SPECIAL_TOKENS, "chat_template": CHAT_TEMPLATE}}
     return f"{recipe.preset}-{config_hash(ident)}"
 
 
@@ -251,16 +256,17 @@ def _shipped(preset: str, seed: int, key: str) -> Path | None:
     path = shipped_dir(preset, seed)
     if path is None:
         return None
-    problem = verify(path, key)
-    if problem is None:
-        _log(f"shipped: {path}")
-        return path
-    if "belongs to" in problem:
-        _log(f"the shipped {preset} organism was trained on another corpus or recipe than this code "
-             f"generates ({problem}); building from the recipe (to ship a new one: {REBUILD_HINT})")
-    else:
+    problem = verify(path)  # complete and intact, whatever it is
+    if problem is not None:
         _log(f"the shipped {preset} organism is corrupt ({problem}); building from the recipe")
-    return None
+        return None
+    shipped_key = describe(path).get("cache_key")
+    if shipped_key != key:
+        _log(f"the shipped {preset} organism ({shipped_key}) was trained on another corpus or recipe than this "
+             f"code generates ({key}); building from the recipe (to ship a new one: {REBUILD_HINT})")
+        return None
+    _log(f"shipped: {path}")
+    return path
 
 
 def available(preset: str, seed: int = 0) -> Path | None:

@@ -221,7 +221,7 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
         p = g[g["is_peak"]].iloc[0]
         first, last = g.iloc[0], g.iloc[-1]
         row = paired[paired["run"] == run].iloc[0] if paired is not None and (paired["run"] == run).any() else None
-        if row is not None and math.isfinite(row["fall_low"]):  # paired per-item intervals of the differences
+        if row is not None and math.isfinite(row["fall_low"]) and math.isfinite(row["rise_low"]):  # paired
             rises, falls = row["rise_low"] > 0, row["fall_low"] > 0
         else:  # no per-item scores: marginal intervals that do not overlap
             rises, falls = p["ood_ci_low"] > first["ood_ci_high"], p["ood_ci_low"] > last["ood_ci_high"]
@@ -236,7 +236,7 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
                         f"{p['ood_ci_high']:.2f}], from {first['ood']:.2f} at the start to {last['ood']:.2f} at the "
                         f"end, while in-distribution goes {p['id']:.2f} -> {last['id']:.2f}.",
             "OOD accuracy rises early in SFT, peaks, then falls while ID keeps rising (Jin et al.)", verdict))
-        if row is not None and math.isfinite(row["fall_low"]):
+        if row is not None and math.isfinite(row["fall_low"]) and math.isfinite(row["rise_low"]):
             out[-1].text += (f" Paired over {int(row['n_items'])} items: peak − start {row['rise']:+.3f} "
                              f"[{row['rise_low']:+.3f}, {row['rise_high']:+.3f}], peak − end {row['fall']:+.3f} "
                              f"[{row['fall_low']:+.3f}, {row['fall_high']:+.3f}].")

@@ -31,7 +31,7 @@ class _Items:
                 f = d / "samples.jsonl"
                 if f.is_file():
                     rows += [{k: r[k] for k in ("path", "suite", "item_id", "score")}
-                             for r in map(json.loads, f.read_text().splitlines()) if r.get("mode") != "loglik"]
+                             for r in map(_record, f.read_text().splitlines()) if r and r.get("mode") != "loglik"]
             df = pd.DataFrame(rows, columns=["path", "suite", "item_id", "score"])
             self._by = {k: g.groupby("item_id")["score"].mean() for k, g in df.groupby(["path", "suite"])}
         return self._by.get((str(path), suite))
@@ -45,6 +45,14 @@ class _Items:
             return Score(value, low, high)
         per = s.loc[ids].to_numpy(dtype=float)
         return Score(float(per.mean()), low, high, per_item=per)
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One samples.jsonl record; None for a line a killed writer left half-written."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def _paired(items: _Items, a_path: Any, b_path: Any, suite: str, seed: int = 0) -> tuple[float, float, float, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tunescope.cli import Intermixed
+from tunescope.cli import Intermixed, split_overrides
 from tunescope.study.config import PRESETS
 
 
@@ -28,9 +28,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from tunescope.study.config import load_study
 
-    study, overrides = args.study, list(args.overrides)
-    if study is not None and "=" in study and not Path(study).exists():  # only overrides were given
-        study, overrides = None, [study, *overrides]
+    words, overrides = split_overrides([w for w in (args.study, *args.overrides) if w is not None])
+    words += [w for w in overrides if Path(w).is_file()]  # a study file whose name holds '='
+    overrides = [w for w in overrides if not Path(w).is_file()]
+    if len(words) > 1:
+        from tunescope.errors import UserError
+
+        raise UserError(f"give one study file, not {len(words)} ({', '.join(words)}); overrides are key=value")
+    study = words[0] if words else None
     cfg = load_study(study, overrides, preset=args.preset)
     from tunescope.study.runner import build_stages, run_study
     from tunescope.study.stages import StageRunner

@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import apply_overrides, from_dict, read_yaml
+from tunescope.config import apply_overrides, from_dict, merge, read_yaml
 from tunescope.errors import UserError
 from tunescope.filetasks import load_spec, shipped_specs
 from tunescope.intervene import METHODS as INTERVENTIONS
@@ -333,12 +333,5 @@ def _check_acyclic(cfg: StudyConfig) -> None:
                                 f"({' -> '.join([*seen, parent])}); start one of them from base")
             seen.append(parent)
             name = parent
-
-
-def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 

@@ -15,11 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tunescope.config import from_dict, to_dict
+from tunescope.config import from_dict, merge, to_dict
 from tunescope.errors import UserError
 from tunescope.filetasks import shipped_specs
 from tunescope.naming import layer_range, resolve_selector
-from tunescope.study.config import StudyConfig, merge, parse_ref, spec_suites
+from tunescope.study.config import StudyConfig, parse_ref, spec_suites
 from tunescope.train.config import BudgetConfig, load_budget
 
 
@@ -55,13 +55,16 @@ def base_depth(cfg: StudyConfig) -> int | None:
 
 def check(cfg: StudyConfig) -> None:
     """Reject what the resolved plan shows to be wrong (one line naming the key and the fix)."""
+    _check_n_by_suite(cfg, eval_config(cfg.evaluation.settings), "evaluation.settings")
+    for name in cfg.runs:
+        try:
+            ecfg = eval_config(eval_settings(cfg, name))
+        except UserError as e:
+            raise UserError(f"runs.{name}.evaluation: {e}") from None
+        _check_n_by_suite(cfg, ecfg, f"runs.{name}.evaluation")
     eval_config(eval_settings(cfg, None))
     depth = base_depth(cfg)
     for name, run in cfg.runs.items():
-        try:
-            eval_config(eval_settings(cfg, name))
-        except UserError as e:
-            raise UserError(f"runs.{name}.evaluation: {e}") from None
         budget = budget_for(cfg, name, seed=run.seeds[0], n_layers=depth)
         if run.dataset is None:
             _check_pool(run.task, budget.n_train_items, f"runs.{name}.budget.n_train_items")
@@ -152,17 +155,30 @@ def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
     return cfg.runs[run].ood_suite if run in cfg.runs else None
 
 
+def _check_n_by_suite(cfg: StudyConfig, ecfg: Any, where: str) -> None:
+    unknown = sorted(set(ecfg.n_by_suite) - set(cfg.evaluation.suites))
+    if unknown:
+        raise UserError(f"{where}.n_by_suite: {unknown[0]!r} is not one of evaluation.suites "
+                        f"({', '.join(cfg.evaluation.suites)})")
+
+
 def eval_settings(cfg: StudyConfig, run: str | None) -> dict[str, Any]:
     """The evaluation settings of a run's checkpoints (`run=None`: the base): evaluation.settings <-
-    the run's own `evaluation` keys. The base is scored on as many items of each suite as any run
-    is (0 = all wins), so that every run's step 0 is paired with its later checkpoints item by item."""
+    the run's own `evaluation` keys. The base is scored on as many items of each suite as any run's
+    `n_by_suite` asks for (0 = all wins), so that every run's step 0 pairs item by item with its
+    later checkpoints. Only `n_by_suite` is united: a run that changes `n` or the generation
+    settings, or a run started from another run's checkpoint with more items than that run, has a
+    step 0 scored otherwise, and the report's paired comparisons then use the items both share."""
     settings = dict(cfg.evaluation.settings)
     if run is not None:
         return merge(settings, cfg.runs[run].evaluation)
-    by_suite: dict[str, int] = dict(settings.get("n_by_suite") or {})
-    for spec in cfg.runs.values():
-        for suite, n in (spec.evaluation.get("n_by_suite") or {}).items():
-            have = by_suite.get(suite, settings.get("n", 64))
+    from tunescope.evaluate.run import EvalConfig
+
+    base = eval_config(settings)
+    by_suite: dict[str, int] = dict(base.n_by_suite)
+    for run_name in cfg.runs:  # each run's settings were checked by `check` before this union
+        for suite, n in eval_config(eval_settings(cfg, run_name)).n_by_suite.items():
+            have = by_suite.get(suite, base.n if base.n is not None else EvalConfig().n)
             by_suite[suite] = 0 if 0 in (n, have) else max(n, have)
     return {**settings, "n_by_suite": by_suite} if by_suite else settings
 

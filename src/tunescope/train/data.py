@@ -40,7 +40,9 @@ def load_pool(task: str | None, dataset: str | None, n: int, task_options: dict[
             if not Path(spec_file).is_file():
                 raise UserError(f"dataset_spec: {dataset_spec!r} is neither a shipped benchmark "
                                 f"({', '.join(shipped_specs())}) nor a spec file")
-            t: Any = FileTask(load_spec(spec_file, data=dataset))
+            spec = load_spec(spec_file, data=dataset)
+            spec.split = "train"  # a saved DatasetDict or a hub id: train on its train split
+            t: Any = FileTask(spec)
         else:
             t = FileTask(training_spec(dataset, columns))
     else:
