@@ -215,7 +215,8 @@ def ship(path: Path | None = None, result_json: Path | None = None) -> Path:
     key = cache_key(recipe_for("default"), 0)
     path = Path(path) if path is not None else cache_root() / key
     problem = verify(path, key)
-    if problem is not None:
+    rekeyed = problem is not None and _same_organism(path)
+    if problem is not None and not rekeyed:
         sys.exit(f"error: {path} is not the default organism this code builds ({problem}); "
                  "run `tunescope organism build --preset default --rebuild` first")
     if result_json is not None:
@@ -224,6 +225,8 @@ def ship(path: Path | None = None, result_json: Path | None = None) -> Path:
     else:
         quality, load = evaluate(path), {"load_avg_after": [round(x, 2) for x in os.getloadavg()]}
     side = json.loads((path / SIDECAR).read_text())
+    if rekeyed:  # named by an earlier version of cache_key: same recipe, corpus and token format
+        side["rekeyed_from"], side["cache_key"] = side["cache_key"], key
     side["quality"] = {"greedy_test_split": True, **quality, **load}
     now = provenance()
     side["shipped"] = {"from": str(path), "git_revision": git_revision(), "created": now["created"],
@@ -235,6 +238,21 @@ def ship(path: Path | None = None, result_json: Path | None = None) -> Path:
         write_json(tmp / SIDECAR, side)
     print(f"shipped {key} to {dest}", file=sys.stderr)
     return dest
+
+
+def _same_organism(path: Path) -> bool:
+    """Whether an intact organism built under an earlier naming scheme is what this code builds:
+    the same recipe and seed, the same corpus digest and the same chat template."""
+    from tunescope.config import to_dict
+    from tunescope.organism.build import SIDECAR, corpus_digest, recipe_for, verify
+    from tunescope.organism.tokenizer import CHAT_TEMPLATE
+
+    if verify(path) is not None:
+        return False
+    side = json.loads((path / SIDECAR).read_text())
+    return (side.get("config") == to_dict(recipe_for("default")) and side.get("seed") == 0
+            and side.get("corpus", {}).get("digest") == corpus_digest("default", 0)
+            and (path / "chat_template.jinja").read_text() == CHAT_TEMPLATE)
 
 
 if __name__ == "__main__":

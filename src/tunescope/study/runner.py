@@ -88,21 +88,46 @@ def primary_metric(scores) -> str:
 
 
 def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
-    stages: list[Stage] = []
-    suites = list(cfg.evaluation.suites)
+    """Every stage of the study, in dependency order: base, its evaluation, each run (train,
+    evaluate, diff), the spectra, the interventions (edit, evaluate) and the report."""
     specs = spec_suites(cfg)
-    common = {"suites": suites, "kl": cfg.evaluation.kl,
+    common = {"suites": list(cfg.evaluation.suites), "kl": cfg.evaluation.kl,
               "task_specs": {n: [p, _fingerprint(p)] for n, p in specs.items()},
               "data": {e: _fingerprint(e.partition("=")[2]) for e in cfg.evaluation.data}}
 
     def eval_for(run: str | None) -> dict[str, Any]:  # the evaluation of a run's checkpoints (None: base)
         return {**common, "settings": to_dict(eval_config(eval_settings(cfg, run)))}
 
-    eval_cfg = eval_for(None)
+    settings = eval_for(None)["settings"]
+    eval_cost = len(common["suites"]) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s/model
+    stages = [_base_stage(cfg), _eval_stage("evaluate/base", eval_for(None), "base", lambda ins: [
+        ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")],
+        estimate_s=eval_cost + 10)]
+    for run in _run_order(cfg):
+        for seed in cfg.runs[run].seeds:
+            stages += _run_stages(cfg, run, seed, eval_for(run), eval_cost)
+    for sname, sspec in cfg.analyses.spectra.items():
+        inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
+        stages.append(Stage(f"spectrum/{sname}", "spectrum", to_dict(sspec),
+                            _spectrum_fn(cfg, sspec.reference, sspec.target, sspec.ranks), inputs=inputs,
+                            estimate_s=20))
+    for iname, iv in cfg.interventions.items():
+        inputs = _ref_inputs(cfg, [iv.reference, iv.target])
+        stages.append(Stage(f"intervene/{iname}", "intervene", to_dict(iv), _intervene_fn(cfg, iname),
+                            inputs=inputs, estimate_s=20))
+        source = parse_ref(iv.reference)[0]
+        stages.append(_eval_stage(f"evaluate/{iname}", eval_for(source if source in cfg.runs else None),
+                                  f"intervene/{iname}", lambda ins, n=iname: [
+                                      ModelRef(path=Path(ins[f"intervene/{n}"]["result"]["model"]), name=n,
+                                               method="intervention")], estimate_s=eval_cost))
+    # the report reads every other stage; its key includes the report code, so edits re-render it
+    stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
+                        _report_fn(cfg, out), inputs=[s.name for s in stages], estimate_s=15))
+    return stages
 
-    settings = eval_cfg["settings"]
-    eval_cost = len(suites) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s per model
-    # --- base
+
+def _base_stage(cfg: StudyConfig) -> Stage:
+    """The base model: a local directory or hub id, or the organism (shipped, cached or built)."""
     if cfg.base.path is not None:
         base_conf: dict[str, Any] = {"path": cfg.base.path, "fingerprint": _fingerprint(cfg.base.path)}
 
@@ -122,65 +147,37 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
 
             model = build(preset=cfg.base.organism, seed=cfg.base.seed)
             return {"model": str(model), "n_layers": n_layers(str(model))}
-    stages.append(Stage("base", "base", base_conf, base_fn, estimate_s=600 if cfg.base.organism == "default" else 30,
-                        valid=_base_still_there))
-    stages.append(_eval_stage("evaluate/base", eval_cfg, "base", lambda ins: [
-        ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")],
-        estimate_s=eval_cost + 10))
+    return Stage("base", "base", base_conf, base_fn, estimate_s=600 if cfg.base.organism == "default" else 30,
+                 valid=_base_still_there)
 
-    # --- training runs, in dependency order
-    for run in _run_order(cfg):
-        spec = cfg.runs[run]
-        for seed in spec.seeds:
-            name = f"{run}/s{seed}"
-            src, which = parse_ref(spec.init)
-            inputs = ["base"]
-            if which:
-                inputs.append(f"train/{src}/s{seed_of(cfg, src, seed)}")
-                if which == "best_ood":
-                    inputs.append(f"evaluate/{src}/s{seed_of(cfg, src, seed)}")
-            budget = budget_for(cfg, run, seed, n_layers=None)
-            # the resolved budget (packaged file + study settings + run keys), so that an edit of any
-            # of them reruns the run; layer fractions resolve against the base, an input of the stage
-            conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget),
-                    "dataset": _fingerprint(spec.dataset) if spec.dataset else None}
-            steps = budget.max_steps if budget is not None else 20
-            n_ckpts = len(budget.checkpoint_steps()) - 1 if budget is not None else 10
-            # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
-            per_step = 0.3 if spec.method == "sft" or budget is None else 1e-3 * (
-                budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
-            stages.append(Stage(f"train/{name}", "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
-                                estimate_s=steps * per_step, resumable=True))
-            # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
-            # the report takes its scores from there
-            stages.append(_eval_stage(f"evaluate/{name}", eval_for(run), f"train/{name}",
-                                      lambda ins, n=name: [c for c in list_checkpoints(ins[f"train/{n}"]["result"]["run"])
-                                                           if c.step != 0],
-                                      estimate_s=n_ckpts * eval_cost))
-            if cfg.analyses.diff:
-                stages.append(Stage(f"diff/{name}", "diff", {}, _diff_fn(name), inputs=["base", f"train/{name}"],
-                                    estimate_s=10))
 
-    # --- spectra and interventions
-    for sname, sspec in cfg.analyses.spectra.items():
-        inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
-        stages.append(Stage(f"spectrum/{sname}", "spectrum", to_dict(sspec),
-                            _spectrum_fn(cfg, sspec.reference, sspec.target, sspec.ranks), inputs=inputs,
-                            estimate_s=20))
-    for iname, iv in cfg.interventions.items():
-        inputs = _ref_inputs(cfg, [iv.reference, iv.target])
-        stages.append(Stage(f"intervene/{iname}", "intervene", to_dict(iv), _intervene_fn(cfg, iname),
-                            inputs=inputs, estimate_s=20))
-        source = parse_ref(iv.reference)[0]
-        stages.append(_eval_stage(f"evaluate/{iname}", eval_for(source if source in cfg.runs else None),
-                                  f"intervene/{iname}",
-                                  lambda ins, n=iname: [
-            ModelRef(path=Path(ins[f"intervene/{n}"]["result"]["model"]), name=n, method="intervention")],
-            estimate_s=eval_cost))
-
-    # --- the report: reads every other stage; its key includes the report code, so edits re-render it
-    stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
-                        _report_fn(cfg, out), inputs=[s.name for s in stages], estimate_s=15))
+def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any], eval_cost: float) -> list[Stage]:
+    """A run's training stage, the evaluation of its checkpoints and its weight diff."""
+    spec, name = cfg.runs[run], f"{run}/s{seed}"
+    src, which = parse_ref(spec.init)
+    inputs = ["base"]
+    if which:
+        inputs.append(f"train/{src}/s{seed_of(cfg, src, seed)}")
+        if which == "best_ood":
+            inputs.append(f"evaluate/{src}/s{seed_of(cfg, src, seed)}")
+    budget = budget_for(cfg, run, seed, n_layers=None)
+    # the resolved budget (packaged file + study settings + run keys), so that an edit of any
+    # of them reruns the run; layer fractions resolve against the base, an input of the stage
+    conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget),
+            "dataset": _fingerprint(spec.dataset) if spec.dataset else None}
+    # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
+    per_step = 0.3 if spec.method == "sft" else 1e-3 * (
+        budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
+    stages = [Stage(f"train/{name}", "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
+                    estimate_s=budget.max_steps * per_step, resumable=True),
+              # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
+              # the report takes its scores from there
+              _eval_stage(f"evaluate/{name}", eval_cfg, f"train/{name}",
+                          lambda ins: [c for c in list_checkpoints(ins[f"train/{name}"]["result"]["run"]) if c.step != 0],
+                          estimate_s=(len(budget.checkpoint_steps()) - 1) * eval_cost)]
+    if cfg.analyses.diff:
+        stages.append(Stage(f"diff/{name}", "diff", {}, _diff_fn(name), inputs=["base", f"train/{name}"],
+                            estimate_s=10))
     return stages
 
 
