@@ -83,13 +83,15 @@ def _final_wide(final: pd.DataFrame | None) -> pd.DataFrame | None:
 
 def render(manifest: dict[str, Any], tables: dict[str, pd.DataFrame], figs: dict[str, str | None],
            findings: list[Finding]) -> str:
-    cfg = manifest["config"]
-    prov = manifest.get("provenance", {})
-    t = tables.get
-    total = sum(r.get("wall_s") or 0 for r in manifest["stages"].values())
+    """The report page: header and findings, accuracy, weights and spectra, OOD, setup."""
+    return "".join([_head(manifest, findings), _accuracy(tables.get, figs), _weights(tables.get, figs),
+                    _ood(tables.get, figs), _setup(manifest, tables)])
+
+
+def _head(manifest: dict[str, Any], findings: list[Finding]) -> str:
+    cfg, prov = manifest["config"], manifest.get("provenance", {})
     seeds = sorted({s for r in manifest["runs"].values() for s in r["seeds"]})
-    host = prov.get("host", {})
-    parts = [f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>tunescope study: {html.escape(cfg['name'])}</title>
 <style>{CSS}</style></head><body>
 <h1>tunescope study: {html.escape(cfg['name'])}</h1>
@@ -98,9 +100,14 @@ def render(manifest: dict[str, Any], tables: dict[str, pd.DataFrame], figs: dict
 created {html.escape(str(prov.get('created')))}</p>
 <h2>Findings</h2>
 <p class="note">Computed from this study's data. Where a finding tests a claim of the original studies, the verdict
-says whether this data supports it (a difference counts only when 95% intervals do not overlap).</p>
+says whether this data supports it (the OOD peak by paired intervals over items; other differences count only
+when 95% intervals do not overlap).</p>
 {_findings(findings)}
-<h2>Accuracy against training progress</h2>
+"""
+
+
+def _accuracy(t: Any, figs: dict[str, str | None]) -> str:
+    return f"""<h2>Accuracy against training progress</h2>
 <p class="note">Every suite; SFT dashed, GRPO solid, base dotted grey; bands are 95% bootstrap intervals over items
 (vertical bars: the range across seeds, when a run has several).</p>
 {figure(figs.get('accuracy'), 'accuracy vs progress')}
@@ -118,7 +125,11 @@ says whether this data supports it (a difference counts only when 95% intervals 
 {figure(figs.get('kl'), 'KL and completion length')}
 {table(_last_rows(t('distribution')), ['label', 'seed', 'step', 'kl', 'kl_ci_low', 'kl_ci_high', 'mean_length',
                                         'mean_entropy', 'n_tokens'])}
-<h2>Where the weights moved</h2>
+"""
+
+
+def _weights(t: Any, figs: dict[str, str | None]) -> str:
+    return f"""<h2>Where the weights moved</h2>
 <p class="note">Relative change ‖W − W<sub>base</sub>‖<sub>F</sub> / ‖W<sub>base</sub>‖<sub>F</sub> per matrix, in
 float32. Heatmaps: last checkpoint, layer × module.</p>
 {figure(figs.get('heatmaps'), 'relative weight change heatmaps')}
@@ -139,7 +150,11 @@ index-matched singular vectors; right: mean principal angle of the head, bulk an
 <p class="note">The same SFT recipe with mid-depth MLPs frozen or with only Q/K trained: final accuracy
 [95% interval].</p>
 {table(_freezing_wide(t('freezing')))}
-<h2>Out-of-distribution peak, RL recovery and weight surgery</h2>
+"""
+
+
+def _ood(t: Any, figs: dict[str, str | None]) -> str:
+    return f"""<h2>Out-of-distribution peak, RL recovery and weight surgery</h2>
 <p class="note">recovery = (OOD<sub>after</sub> − OOD<sub>target</sub>) / (OOD<sub>peak</sub> − OOD<sub>target</sub>);
 1 is back to the peak, 0 no change.</p>
 {figure(figs.get('ood'), 'OOD peak and recovery')}
@@ -155,7 +170,14 @@ items both checkpoints answered, with paired bootstrap 95% intervals (n_items).<
 faces_as_10 (the values J, Q and K have under the training rule, not the stated one); other
 wrong_numbers; illegal (does not parse); no_solution. Intervals per share are in scores.csv.</p>
 {table(t('ood_outcomes'))}
-<h2>Setup</h2>
+"""
+
+
+def _setup(manifest: dict[str, Any], tables: dict[str, pd.DataFrame]) -> str:
+    cfg, prov, t = manifest["config"], manifest.get("provenance", {}), tables.get
+    total = sum(r.get("wall_s") or 0 for r in manifest["stages"].values())
+    host = prov.get("host", {})
+    return f"""<h2>Setup</h2>
 <h3>Wall time per stage</h3>
 <p class="note">Total {total:.1f} s of stage time (cached stages show the time of the run that made them).</p>
 {table(t('stages'))}
@@ -169,8 +191,7 @@ wrong_numbers; illegal (does not parse); no_solution. Intervals per share are in
 <h3>Tables</h3>
 <p class="note">Every number above is in tables/: {', '.join(html.escape(n) + '.csv' for n in tables)}.</p>
 </body></html>
-"""]
-    return "".join(parts)
+"""
 
 
 def _last_rows(d: pd.DataFrame | None) -> pd.DataFrame | None:
