@@ -199,8 +199,8 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     pool = filter_by_length(pool, tok, cfg.max_prompt_length, cfg.max_completion_length)
     stream = prompt_stream(pool, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
 
-    from tunescope.train.grpo import build_grpo_trainer, grpo_args
-    from tunescope.train.sft import build_sft_trainer, sft_args
+    from tunescope.train.grpo import grpo_args
+    from tunescope.train.sft import sft_args
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accum = cfg.gradient_accumulation(method, world)
@@ -219,22 +219,10 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
             "parameters": counts, "world_size": world})
     _barrier()
 
-    recorder = StepRecorder()
-    completions = cfg.prompts_per_step * cfg.grpo.num_generations
-    callback = RunCallback(run, method, cfg.max_steps, cfg.checkpoint_steps(), sidecar, recorder,
-                           sequences_per_step=(cfg.prompts_per_step if method == "sft" else completions) // world,
-                           completions_per_step=completions, stop_after=stop_after)
-    if method == "sft":
-        trainer = build_sft_trainer(lm, tok, stream, args, [callback], recorder)
-    else:
-        items = {it.id: it for it in pool}
-        trainer = build_grpo_trainer(lm, tok, stream, task, items, cfg, args, [callback], recorder)
-
-    from transformers.trainer_callback import ProgressCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(StepProgress())
-
+    trainer = _make_trainer(method, lm, tok, stream, task, pool, cfg, args, world,
+                            lambda recorder: RunCallback(run, method, cfg.max_steps, cfg.checkpoint_steps(), sidecar,
+                                                         recorder, **_step_sizes(method, cfg, world),
+                                                         stop_after=stop_after))
     import torch
 
     t0 = time.perf_counter()
@@ -245,6 +233,32 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     _finish_run(run, trainer, cfg, main, world, wall, threads)
     return run
+
+
+def _step_sizes(method: str, cfg: BudgetConfig, world: int) -> dict[str, int]:
+    """Sequences one process handles per optimiser step, and completions generated per step."""
+    completions = cfg.prompts_per_step * cfg.grpo.num_generations
+    return {"sequences_per_step": (cfg.prompts_per_step if method == "sft" else completions) // world,
+            "completions_per_step": completions}
+
+
+def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool: list, cfg: BudgetConfig,
+                  args: Any, world: int, callback: Any) -> Any:
+    """The TRL trainer of `method` with the run's callback (`callback(recorder)`) and one progress bar."""
+    from transformers.trainer_callback import ProgressCallback
+
+    from tunescope.train.grpo import build_grpo_trainer
+    from tunescope.train.sft import build_sft_trainer
+
+    recorder = StepRecorder()
+    if method == "sft":
+        trainer = build_sft_trainer(lm, tok, stream, args, [callback(recorder)], recorder)
+    else:
+        items = {it.id: it for it in pool}
+        trainer = build_grpo_trainer(lm, tok, stream, task, items, cfg, args, [callback(recorder)], recorder)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StepProgress())
+    return trainer
 
 
 def _start_run_dir(run: Path, sidecar: dict[str, Any], state: Path | None, lm: Any, tok: Any,
