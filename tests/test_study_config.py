@@ -176,3 +176,12 @@ def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path
         with pytest.raises(UserError, match=message) as e:
             load_study(preset="smoke", overrides=[f"runs.sft24.evaluation={bad}"])
         assert "\n" not in str(e.value)
+
+
+def test_an_override_cannot_add_a_run_by_a_typo():
+    with pytest.raises(UserError, match="the study has no run 'sft_lowrl'; did you mean 'sft_lowlr'") as e:
+        load_study(preset="smoke", overrides=["runs.sft_lowrl.budget.lr=1e-4"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="no intervention 'restore'"):
+        load_study(preset="smoke", overrides=["interventions.restore.k=0.3"])
+    assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4

@@ -150,6 +150,7 @@ def load_study(path: str | Path | None = None, overrides: list[str] | None = Non
     """Read a study file (the preset's built-in study when `path` is None), apply overrides, validate
     it, and check what it resolves to at the base's depth (`tunescope.study.plan.check`)."""
     data = read_study(Path(path) if path is not None else builtin_path(preset))
+    _check_named_entries(data, overrides or [])
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(StudyConfig, data)
     validate(cfg)
@@ -157,6 +158,23 @@ def load_study(path: str | Path | None = None, overrides: list[str] | None = Non
 
     check(cfg)
     return cfg
+
+
+def _check_named_entries(data: dict[str, Any], overrides: list[str]) -> None:
+    """An override may change a run or an intervention but not add one: a typo in its name would
+    otherwise add a run with default settings (new ones belong in a study file)."""
+    import difflib
+
+    for item in overrides:
+        parts = item.partition("=")[0].strip().split(".")
+        if len(parts) < 3 or parts[0] not in ("runs", "interventions"):
+            continue
+        known = list((data.get(parts[0]) or {}).keys())
+        if parts[1] not in known:
+            close = difflib.get_close_matches(parts[1], known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(f"override '{item}': the study has no {parts[0][:-1]} {parts[1]!r}; {hint}"
+                            f"{parts[0]}: {', '.join(known) or 'none'} (add a new one in a study file)")
 
 
 # ---------------------------------------------------------------------------------------------------
