@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tunescope.study.stages import stage_id
+
 
 class _Items:
     """Per-item scores of every evaluated model by (model path, suite): the mean over samples, by item id."""
@@ -172,7 +174,7 @@ def _recoveries(items: _Items, manifest: dict[str, Any], a: pd.DataFrame, run: s
     for iv, ispec in manifest.get("interventions", {}).items():
         if ispec["reference"].split(":")[0] != run:
             continue
-        result = manifest["stages"].get(f"intervene/{iv}", {}).get("result", {})
+        result = manifest["stages"].get(stage_id("intervene", iv), {}).get("result", {})
         t_row, r_row = (curve[curve["step"] == result.get(k)] for k in ("target_step", "reference_step"))
         recs.append(_recovery_row(items, run, spec, "intervention", iv, f"{ispec['method']} ({iv})",
                                   a[a["run"] == iv], r_row.iloc[0] if len(r_row) else peak,

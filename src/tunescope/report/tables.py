@@ -25,10 +25,11 @@ def _stages(manifest: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def _run_seed(stage_name: str) -> tuple[str, int | None]:
-    parts = stage_name.split("/")
-    if len(parts) == 3 and parts[2].startswith("s"):
-        return parts[1], int(parts[2][1:])
-    return parts[-1], None
+    """(run or intervention or "base", seed) of a stage name (`study.stages.stage_id`)."""
+    from tunescope.study.stages import parse_stage_id
+
+    kind, name, seed = parse_stage_id(stage_name)
+    return name or kind, seed
 
 
 def _read(path: Path) -> pd.DataFrame | None:

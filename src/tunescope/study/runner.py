@@ -34,7 +34,7 @@ from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
 from tunescope.study.config import StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import base_depth, budget_for, eval_config, eval_settings, n_layers, recovery_suite
-from tunescope.study.stages import Context, Stage, StageRunner
+from tunescope.study.stages import Context, Stage, StageRunner, stage_id
 from tunescope.threads import torch_threads
 
 
@@ -100,7 +100,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
 
     settings = eval_for(None)["settings"]
     eval_cost = len(common["suites"]) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s/model
-    stages = [_base_stage(cfg), _eval_stage("evaluate/base", eval_for(None), "base", lambda ins: [
+    stages = [_base_stage(cfg), _eval_stage(stage_id("evaluate", "base"), eval_for(None), "base", lambda ins: [
         ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")],
         estimate_s=eval_cost + 10)]
     for run in _run_order(cfg):
@@ -108,17 +108,17 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
             stages += _run_stages(cfg, run, seed, eval_for(run), eval_cost)
     for sname, sspec in cfg.analyses.spectra.items():
         inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
-        stages.append(Stage(f"spectrum/{sname}", "spectrum", to_dict(sspec),
+        stages.append(Stage(stage_id("spectrum", sname), "spectrum", to_dict(sspec),
                             _spectrum_fn(cfg, sspec.reference, sspec.target, sspec.ranks), inputs=inputs,
                             estimate_s=20))
     for iname, iv in cfg.interventions.items():
         inputs = _ref_inputs(cfg, [iv.reference, iv.target])
-        stages.append(Stage(f"intervene/{iname}", "intervene", to_dict(iv), _intervene_fn(cfg, iname),
+        stages.append(Stage(stage_id("intervene", iname), "intervene", to_dict(iv), _intervene_fn(cfg, iname),
                             inputs=inputs, estimate_s=20))
         source = parse_ref(iv.reference)[0]
-        stages.append(_eval_stage(f"evaluate/{iname}", eval_for(source if source in cfg.runs else None),
-                                  f"intervene/{iname}", lambda ins, n=iname: [
-                                      ModelRef(path=Path(ins[f"intervene/{n}"]["result"]["model"]), name=n,
+        stages.append(_eval_stage(stage_id("evaluate", iname), eval_for(source if source in cfg.runs else None),
+                                  stage_id("intervene", iname), lambda ins, n=iname: [
+                                      ModelRef(path=Path(ins[stage_id("intervene", n)]["result"]["model"]), name=n,
                                                method="intervention")], estimate_s=eval_cost))
     # the report reads every other stage; its key includes the report code, so edits re-render it
     stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
@@ -153,13 +153,13 @@ def _base_stage(cfg: StudyConfig) -> Stage:
 
 def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any], eval_cost: float) -> list[Stage]:
     """A run's training stage, the evaluation of its checkpoints and its weight diff."""
-    spec, name = cfg.runs[run], f"{run}/s{seed}"
+    spec, train_id = cfg.runs[run], stage_id("train", run, seed)
     src, which = parse_ref(spec.init)
     inputs = ["base"]
     if which:
-        inputs.append(f"train/{src}/s{seed_of(cfg, src, seed)}")
+        inputs.append(stage_id("train", src, seed_of(cfg, src, seed)))
         if which == "best_ood":
-            inputs.append(f"evaluate/{src}/s{seed_of(cfg, src, seed)}")
+            inputs.append(stage_id("evaluate", src, seed_of(cfg, src, seed)))
     budget = budget_for(cfg, run, seed, n_layers=None)
     # the resolved budget (packaged file + study settings + run keys), so that an edit of any
     # of them reruns the run; layer fractions resolve against the base, an input of the stage
@@ -168,15 +168,15 @@ def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any],
     # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
     per_step = 0.3 if spec.method == "sft" else 1e-3 * (
         budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
-    stages = [Stage(f"train/{name}", "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
+    stages = [Stage(train_id, "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
                     estimate_s=budget.max_steps * per_step, resumable=True),
               # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
               # the report takes its scores from there
-              _eval_stage(f"evaluate/{name}", eval_cfg, f"train/{name}",
-                          lambda ins: [c for c in list_checkpoints(ins[f"train/{name}"]["result"]["run"]) if c.step != 0],
+              _eval_stage(stage_id("evaluate", run, seed), eval_cfg, train_id,
+                          lambda ins: [c for c in list_checkpoints(ins[train_id]["result"]["run"]) if c.step != 0],
                           estimate_s=(len(budget.checkpoint_steps()) - 1) * eval_cost)]
     if cfg.analyses.diff:
-        stages.append(Stage(f"diff/{name}", "diff", {}, _diff_fn(name), inputs=["base", f"train/{name}"],
+        stages.append(Stage(stage_id("diff", run, seed), "diff", {}, _diff_fn(train_id), inputs=["base", train_id],
                             estimate_s=10))
     return stages
 
@@ -210,11 +210,11 @@ def _ref_inputs(cfg: StudyConfig, refs: list[str]) -> list[str]:
         src, which = parse_ref(ref)
         if which:
             seed = cfg.runs[src].seeds[0]
-            inputs.append(f"train/{src}/s{seed}")
+            inputs.append(stage_id("train", src, seed))
             if which == "best_ood":
-                inputs.append(f"evaluate/{src}/s{seed}")
+                inputs.append(stage_id("evaluate", src, seed))
         elif src in cfg.interventions:
-            inputs.append(f"intervene/{src}")
+            inputs.append(stage_id("intervene", src))
     return list(dict.fromkeys(inputs))
 
 
@@ -224,10 +224,10 @@ def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], s
     if not which:
         if src == "base":
             return ModelRef(path=Path(inputs["base"]["result"]["model"]), name="base", step=0, fraction=0.0)
-        return ModelRef(path=Path(inputs[f"intervene/{src}"]["result"]["model"]), name=src)
+        return ModelRef(path=Path(inputs[stage_id("intervene", src)]["result"]["model"]), name=src)
     s = seed_of(cfg, src, seed) if seed is not None else cfg.runs[src].seeds[0]
-    ckpts = list_checkpoints(inputs[f"train/{src}/s{s}"]["result"]["run"])
-    return pick_checkpoint(ckpts, which, inputs.get(f"evaluate/{src}/s{s}"), cfg.runs[src].ood_suite)
+    ckpts = list_checkpoints(inputs[stage_id("train", src, s)]["result"]["run"])
+    return pick_checkpoint(ckpts, which, inputs.get(stage_id("evaluate", src, s)), cfg.runs[src].ood_suite)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -268,12 +268,12 @@ def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
     return Stage(name, "evaluate", eval_cfg, fn, inputs=inputs, estimate_s=estimate_s, resumable=True)
 
 
-def _diff_fn(name: str) -> Callable[[Context], dict[str, Any]]:
+def _diff_fn(train_id: str) -> Callable[[Context], dict[str, Any]]:
     def fn(ctx: Context) -> dict[str, Any]:
         from tunescope.analyse.diff import diff
 
         base = Path(ctx.inputs["base"]["result"]["model"])
-        ckpts = list_checkpoints(ctx.inputs[f"train/{name}"]["result"]["run"])
+        ckpts = list_checkpoints(ctx.inputs[train_id]["result"]["run"])
         with torch_threads():
             diff(base, ckpts, ctx.out / "diff.csv")
         return {"table": str(ctx.out / "diff.csv")}

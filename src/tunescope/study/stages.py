@@ -46,6 +46,19 @@ class Context:
     resume: bool  # a partial directory from an interrupted run was kept for this (resumable) stage
 
 
+def stage_id(kind: str, name: str | None = None, seed: int | None = None) -> str:
+    """The one spelling of a stage's name: "base", "evaluate/base", "train/sft/s0", "evaluate/sft/s0",
+    "diff/sft/s0", "spectrum/NAME", "intervene/NAME", "evaluate/NAME" (an intervention), "report"."""
+    return "/".join([kind, *([name] if name else []), *([f"s{seed}"] if seed is not None else [])])
+
+
+def parse_stage_id(text: str) -> tuple[str, str | None, int | None]:
+    """(kind, name, seed) of a stage name written by `stage_id`."""
+    kind, _, rest = text.partition("/")
+    name, _, seed = rest.partition("/")
+    return kind, name or None, int(seed[1:]) if seed.startswith("s") and seed[1:].isdigit() else None
+
+
 @dataclass
 class Stage:
     name: str  # "train/sft_high/s0": unique, '/' separated
