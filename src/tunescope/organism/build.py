@@ -105,9 +105,12 @@ def corpus_digest(corpus_name: str, seed: int) -> str:
 
 
 def _model_config(recipe: Recipe) -> dict[str, Any]:
+    """The model config a recipe asks for, without the library version that wrote it."""
     from tunescope.organism.model import MODELS
 
-    return MODELS[recipe.preset](recipe.vocab_size).to_diff_dict()
+    config = MODELS[recipe.preset](recipe.vocab_size).to_diff_dict()
+    config.pop("transformers_version", None)
+    return config
 
 
 def cache_key(recipe: Recipe, seed: int) -> str:
