@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"model size and training recipe, one of: {', '.join(PRESETS)} (default: default)")
     b.add_argument("--seed", type=int, default=0, help="seed of the corpus and the initialisation (default: 0)")
     b.add_argument("--out", type=Path, default=None,
-                   help="copy the organism to this new or empty directory (default: print the cache path)")
+                   help="copy the organism to this new or empty directory (default: print its path)")
     b.add_argument("--rebuild", action="store_true",
                    help="pretrain again from the recipe even when the organism is shipped or cached, and say "
                         "whether the weights are bit-identical to the shipped ones")
