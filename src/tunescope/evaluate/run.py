@@ -117,14 +117,7 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
     tok = load_tokenizer(cfg.tokenizer or models[0].path)
     prepared = [_prepare(name, task, tok, cfg, render_prompt) for name, task in tasks.items()]
     kl_ctx, kl_resp = _prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
-    ref_engine = None
-    if kl_ctx and todo:
-        from tunescope.evaluate.engine import HFEngine
-
-        try:
-            ref_engine = HFEngine(reference, tok, cfg.device, cfg.dtype)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot load the reference model {reference}: {str(e).splitlines()[0]}") from None
+    ref_engine = _reference_engine(reference, tok, cfg) if kl_ctx and todo else None
 
     for m in tqdm(todo, desc="checkpoints", disable=len(todo) < 2):
         engine = None
@@ -159,6 +152,16 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
                         + "; ".join(f"{k}: {v}" for k, v in state["failed"].items())
                         + f". Results of the others are in {out}; fix and rerun to resume")
     return pd.read_csv(out / "scores.csv") if (out / "scores.csv").exists() else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def _reference_engine(reference: Path | None, tok: Any, cfg: EvalConfig) -> Engine:
+    """The reference model of the KL analysis, loaded once for the whole sweep."""
+    from tunescope.evaluate.engine import HFEngine
+
+    try:
+        return HFEngine(reference, tok, cfg.device, cfg.dtype)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the reference model {reference}: {str(e).splitlines()[0]}") from None
 
 
 def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:

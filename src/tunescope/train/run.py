@@ -178,19 +178,10 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     `stop_after` ends this session after that checkpoint step (the run stays resumable).
     """
-    if method not in METHODS:
-        raise UserError(f"method must be {' or '.join(METHODS)}, got {method!r}")
-    if stop_after is not None and stop_after not in cfg.checkpoint_steps()[1:]:
-        raise UserError(f"stop_after={stop_after} is not a checkpoint step; use one of "
-                        f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
     run = Path(out)
-    check_writable_parent(run)
-    _check_run_dir(run, method, str(model), cfg, resume)
+    _check_request(method, model, run, cfg, resume, stop_after)
     if cfg.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run / "tensorboard")
-
-    if method == "grpo" and cfg.grpo.use_vllm:
-        _check_vllm()
     lm, tok = load_model(model)
     counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
     task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options,
@@ -233,6 +224,20 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
 
     _finish_run(run, trainer, cfg, main, world, wall, threads)
     return run
+
+
+def _check_request(method: str, model: str | Path, run: Path, cfg: BudgetConfig, resume: bool,
+                   stop_after: int | None) -> None:
+    """Everything about a train call that can be refused before a model is loaded."""
+    if method not in METHODS:
+        raise UserError(f"method must be {' or '.join(METHODS)}, got {method!r}")
+    if stop_after is not None and stop_after not in cfg.checkpoint_steps()[1:]:
+        raise UserError(f"stop_after={stop_after} is not a checkpoint step; use one of "
+                        f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
+    check_writable_parent(run)
+    _check_run_dir(run, method, str(model), cfg, resume)
+    if method == "grpo" and cfg.grpo.use_vllm:
+        _check_vllm()
 
 
 def _step_sizes(method: str, cfg: BudgetConfig, world: int) -> dict[str, int]:
