@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from typing import Any
 
 import matplotlib
 
@@ -76,7 +77,12 @@ def accuracy_vs_progress(scores: pd.DataFrame) -> str | None:
         ax.set_ylim(-0.02, 1.02)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("accuracy", fontsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
+    return _with_legend_below(fig, axes[0])
+
+
+def _with_legend_below(fig: Any, ax: Any) -> str:
+    """One legend for a row of panels, from the first panel's lines, under the figure; the PNG."""
+    handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=7)
     return png(fig)
 
@@ -164,9 +170,7 @@ def trajectories(traj: pd.DataFrame) -> str | None:
         ax.set_title("layer mean" if mod == "all" else mod, fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("relative change", fontsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=7)
-    return png(fig)
+    return _with_legend_below(fig, axes[0])
 
 
 def ranking(rank: pd.DataFrame) -> str | None:
