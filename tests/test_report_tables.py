@@ -37,7 +37,7 @@ def _manifest(tmp_path: Path) -> dict:
                                                              "tokens_generated": 0}}))
         stages[f"train/a/s{seed}"] = {"name": f"train/a/s{seed}", "kind": "train", "dir": str(run), "wall_s": 2.0,
                                       "key": "k", "config": {},
-                                      "result": {"run": str(run), "init": "/m/base", "init_name": "base"}}
+                                      "result": {"run": str(run), "init": "/m/base", "init_name": "base", "init_step": 0}}
         rows = [_score(f"/r{seed}/2", 2, 0.5, s, (v + 0.2) / 2) for s, v in finals[seed].items()]
         rows += [_score(f"/r{seed}/4", 4, 1.0, s, v) for s, v in finals[seed].items()]
         stages[f"evaluate/a/s{seed}"] = _eval_dir(tmp_path, f"evaluate/a/s{seed}", rows)

@@ -35,6 +35,26 @@ def test_every_stage_ran_and_rerun_does_no_work(smoke_study, capsys):
     assert {n: (d / "stage.json").stat().st_mtime_ns for n, d in _stage_dirs(smoke_study).items()} == mtimes
 
 
+def test_every_stage_record_reads_as_its_kinds_typed_result(smoke_study):
+    from tunescope.study import results as res
+
+    kinds = {"base": res.BaseResult, "train": res.TrainResult, "evaluate": res.EvalResult, "diff": res.DiffResult,
+             "spectrum": res.SpectrumResult, "intervene": res.EditResult, "report": res.ReportResult}
+    for name, d in _stage_dirs(smoke_study).items():
+        rec = json.loads((d / "stage.json").read_text())
+        typed = res.read(rec, kinds[rec["kind"]])
+        paths = [v for v in vars(typed).values() if isinstance(v, str) and v.startswith("/")]
+        assert all(Path(p).exists() for p in paths), (name, paths)  # rewritten to the final directory
+    edit = json.loads((_stage_dirs(smoke_study)["intervene/restore_top20"] / "stage.json").read_text())
+    del edit["result"]["suite"]
+    try:
+        res.read(edit, res.EditResult)
+    except KeyError as e:
+        assert "suite" in str(e)
+    else:
+        raise AssertionError("a record without a field must not read as the typed result")
+
+
 def test_changed_config_reruns_only_what_it_affects(smoke_study, capsys):
     assert main(["run", "--preset", "smoke", "--out", str(smoke_study), "--check",
                  "interventions.restore_top20.k=0.3"]) == 0

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tunescope.report.ood import ood_peak
+from tunescope.study.results import TrainResult, read
 
 MODULES = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -96,7 +97,7 @@ def _compute(manifest: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for name, rec in _stages(manifest, "train").items():
         run, seed = _run_seed(name)
-        meta_f = Path(rec["result"]["run"]) / "run.json"
+        meta_f = Path(read(rec, TrainResult).run) / "run.json"
         meta = json.loads(meta_f.read_text()) if meta_f.is_file() else {}
         tot = meta.get("totals", {})
         rows.append({"run": run, "label": _label(manifest, run), "method": _method(manifest, run), "seed": seed,
@@ -140,14 +141,14 @@ def _with_step0(manifest: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
     extra = []
     for name, rec in _stages(manifest, "train").items():
         run, seed = _run_seed(name)
-        res = rec["result"]
-        init_path = res.get("init")
+        res = read(rec, TrainResult)
+        init_path = res.init
         src = df[df["path"].astype(str) == str(init_path)] if "path" in df else df.iloc[0:0]
         if src.empty or ((df["run"] == run) & (df["seed"] == seed) & (df["step"] == 0)).any():
             continue
         src = src[src["seed"] == src["seed"].iloc[0]] if src["seed"].notna().any() else src
         extra.append(src.assign(run=run, label=_label(manifest, run), kind=_method(manifest, run), seed=seed,
-                                step=0, fraction=0.0, model=f"{name} (init {res.get('init_name')})"))
+                                step=0, fraction=0.0, model=f"{name} (init {res.init_name})"))
     return pd.concat([*extra, df], ignore_index=True) if extra else df
 
 

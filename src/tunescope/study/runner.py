@@ -32,6 +32,7 @@ from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
 from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
+from tunescope.study import results as res
 from tunescope.study.config import StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import base_depth, budget_for, eval_config, eval_settings, n_layers, recovery_suite
 from tunescope.study.stages import Context, Stage, StageRunner, stage_id
@@ -101,7 +102,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     settings = eval_for(None)["settings"]
     eval_cost = len(common["suites"]) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s/model
     stages = [_base_stage(cfg), _eval_stage(stage_id("evaluate", "base"), eval_for(None), "base", lambda ins: [
-        ModelRef(path=Path(ins["base"]["result"]["model"]), name="base", step=0, fraction=0.0, method="base")],
+        ModelRef(path=res.base_model(ins), name="base", step=0, fraction=0.0, method="base")],
         estimate_s=eval_cost + 10)]
     for run in _run_order(cfg):
         for seed in cfg.runs[run].seeds:
@@ -118,8 +119,8 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
         source = parse_ref(iv.reference)[0]
         stages.append(_eval_stage(stage_id("evaluate", iname), eval_for(source if source in cfg.runs else None),
                                   stage_id("intervene", iname), lambda ins, n=iname: [
-                                      ModelRef(path=Path(ins[stage_id("intervene", n)]["result"]["model"]), name=n,
-                                               method="intervention")], estimate_s=eval_cost))
+                                      ModelRef(path=Path(res.read(ins[stage_id("intervene", n)], res.EditResult).model),
+                                               name=n, method="intervention")], estimate_s=eval_cost))
     # the report reads every other stage; its key includes the report code, so edits re-render it
     stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
                         _report_fn(cfg, out), inputs=[s.name for s in stages], estimate_s=15))
@@ -131,9 +132,10 @@ def _base_stage(cfg: StudyConfig) -> Stage:
     if cfg.base.path is not None:
         base_conf: dict[str, Any] = {"path": cfg.base.path, "fingerprint": _fingerprint(cfg.base.path)}
 
-        def base_fn(ctx: Context) -> dict[str, Any]:
-            return {"model": str(Path(cfg.base.path).expanduser().resolve()) if Path(cfg.base.path).exists()
-                    else cfg.base.path, "n_layers": n_layers(cfg.base.path)}
+        def base_fn(ctx: Context) -> res.BaseResult:
+            local = Path(cfg.base.path).expanduser()
+            return res.BaseResult(model=str(local.resolve()) if local.exists() else cfg.base.path,
+                              n_layers=n_layers(cfg.base.path))
     else:
         from tunescope.organism.build import cache_key, recipe_for
 
@@ -142,11 +144,11 @@ def _base_stage(cfg: StudyConfig) -> Stage:
         base_conf = {"organism": cfg.base.organism, "seed": cfg.base.seed,
                      "cache_key": cache_key(recipe_for(cfg.base.organism), cfg.base.seed)}
 
-        def base_fn(ctx: Context) -> dict[str, Any]:
+        def base_fn(ctx: Context) -> res.BaseResult:
             from tunescope.organism import build
 
             model = build(preset=cfg.base.organism, seed=cfg.base.seed)
-            return {"model": str(model), "n_layers": n_layers(str(model))}
+            return res.BaseResult(model=str(model), n_layers=n_layers(str(model)))
     return Stage("base", "base", base_conf, base_fn, estimate_s=600 if cfg.base.organism == "default" else 30,
                  valid=_base_still_there)
 
@@ -173,7 +175,8 @@ def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any],
               # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
               # the report takes its scores from there
               _eval_stage(stage_id("evaluate", run, seed), eval_cfg, train_id,
-                          lambda ins: [c for c in list_checkpoints(ins[train_id]["result"]["run"]) if c.step != 0],
+                          lambda ins: [c for c in list_checkpoints(res.read(ins[train_id], res.TrainResult).run)
+                                       if c.step != 0],
                           estimate_s=(len(budget.checkpoint_steps()) - 1) * eval_cost)]
     if cfg.analyses.diff:
         stages.append(Stage(stage_id("diff", run, seed), "diff", {}, _diff_fn(train_id), inputs=["base", train_id],
@@ -183,7 +186,7 @@ def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any],
 
 def _base_still_there(rec: dict[str, Any]) -> bool:
     """A finished base stage points at a model outside DIR (the organism cache): rebuild if it is gone."""
-    model = rec["result"]["model"]
+    model = res.read(rec, res.BaseResult).model
     return Path(model).is_dir() or not model.startswith("/")  # a hub id resolves through the HF cache
 
 
@@ -223,10 +226,10 @@ def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], s
     src, which = parse_ref(ref)
     if not which:
         if src == "base":
-            return ModelRef(path=Path(inputs["base"]["result"]["model"]), name="base", step=0, fraction=0.0)
-        return ModelRef(path=Path(inputs[stage_id("intervene", src)]["result"]["model"]), name=src)
+            return ModelRef(path=res.base_model(inputs), name="base", step=0, fraction=0.0)
+        return ModelRef(path=Path(res.read(inputs[stage_id("intervene", src)], res.EditResult).model), name=src)
     s = seed_of(cfg, src, seed) if seed is not None else cfg.runs[src].seeds[0]
-    ckpts = list_checkpoints(inputs[stage_id("train", src, s)]["result"]["run"])
+    ckpts = list_checkpoints(res.read(inputs[stage_id("train", src, s)], res.TrainResult).run)
     return pick_checkpoint(ckpts, which, inputs.get(stage_id("evaluate", src, s)), cfg.runs[src].ood_suite)
 
 
@@ -234,18 +237,18 @@ def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], s
 # Stage functions (heavy imports inside)
 
 
-def _train_fn(cfg: StudyConfig, run: str, seed: int) -> Callable[[Context], dict[str, Any]]:
-    def fn(ctx: Context) -> dict[str, Any]:
+def _train_fn(cfg: StudyConfig, run: str, seed: int) -> Callable[[Context], res.TrainResult]:
+    def fn(ctx: Context) -> res.TrainResult:
         from tunescope.train import train
 
         spec = cfg.runs[run]
-        budget = budget_for(cfg, run, seed, n_layers=ctx.inputs["base"]["result"]["n_layers"])
+        budget = budget_for(cfg, run, seed, n_layers=res.read(ctx.inputs["base"], res.BaseResult).n_layers)
         init = resolve_ref(cfg, spec.init, ctx.inputs, seed=seed)
         run_dir = ctx.out / "run"
         if run_dir.exists() and not (run_dir / "run.json").is_file():  # killed before the run started
             shutil.rmtree(run_dir)
         run_dir = train(spec.method, init.path, run_dir, budget, resume=(run_dir / "run.json").is_file())
-        return {"run": str(run_dir), "init": str(init.path), "init_name": init.name, "init_step": init.step}
+        return res.TrainResult(run=str(run_dir), init=str(init.path), init_name=init.name, init_step=init.step)
     return fn
 
 
@@ -253,46 +256,46 @@ def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
                 models: Callable[[dict[str, dict[str, Any]]], list[ModelRef]], estimate_s: float = 30) -> Stage:
     inputs = ["base", model_stage] if model_stage != "base" else ["base"]
 
-    def fn(ctx: Context) -> dict[str, Any]:
+    def fn(ctx: Context) -> res.EvalResult:
         from tunescope.evaluate import evaluate
 
         refs = models(ctx.inputs)
         ecfg = eval_config(eval_cfg["settings"])
-        reference = Path(ctx.inputs["base"]["result"]["model"]) if eval_cfg["kl"] else None
+        reference = res.base_model(ctx.inputs) if eval_cfg["kl"] else None
         specs = eval_cfg.get("task_specs", {})
         with torch_threads() as threads:
             evaluate(refs, [s for s in eval_cfg["suites"] if s not in specs], ctx.out, ecfg, reference=reference,
                      task_specs=[p for p, _ in specs.values()], data=list(eval_cfg.get("data", {})))
-        return {"models": [str(r.path) for r in refs], "torch_threads": threads}
+        return res.EvalResult(models=[str(r.path) for r in refs], torch_threads=threads)
     # resumable: evaluate() keeps finished checkpoints in its output directory and skips them
     return Stage(name, "evaluate", eval_cfg, fn, inputs=inputs, estimate_s=estimate_s, resumable=True)
 
 
-def _diff_fn(train_id: str) -> Callable[[Context], dict[str, Any]]:
-    def fn(ctx: Context) -> dict[str, Any]:
+def _diff_fn(train_id: str) -> Callable[[Context], res.DiffResult]:
+    def fn(ctx: Context) -> res.DiffResult:
         from tunescope.analyse.diff import diff
 
-        base = Path(ctx.inputs["base"]["result"]["model"])
-        ckpts = list_checkpoints(ctx.inputs[train_id]["result"]["run"])
+        base = res.base_model(ctx.inputs)
+        ckpts = list_checkpoints(res.read(ctx.inputs[train_id], res.TrainResult).run)
         with torch_threads():
             diff(base, ckpts, ctx.out / "diff.csv")
-        return {"table": str(ctx.out / "diff.csv")}
+        return res.DiffResult(table=str(ctx.out / "diff.csv"))
     return fn
 
 
-def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) -> Callable[[Context], dict[str, Any]]:
-    def fn(ctx: Context) -> dict[str, Any]:
+def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) -> Callable[[Context], res.SpectrumResult]:
+    def fn(ctx: Context) -> res.SpectrumResult:
         from tunescope.analyse.spectrum import spectrum
 
         r, t = resolve_ref(cfg, ref, ctx.inputs), resolve_ref(cfg, target, ctx.inputs)
         with torch_threads():
             spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=ranks)
-        return {"reference": str(r.path), "target": str(t.path), "reference_step": r.step, "target_step": t.step}
+        return res.SpectrumResult(reference=str(r.path), target=str(t.path), reference_step=r.step, target_step=t.step)
     return fn
 
 
-def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], dict[str, Any]]:
-    def fn(ctx: Context) -> dict[str, Any]:
+def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], res.EditResult]:
+    def fn(ctx: Context) -> res.EditResult:
         from tunescope.intervene.restore import restore
 
         iv = cfg.interventions[name]
@@ -300,19 +303,19 @@ def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], dict[str, 
         with torch_threads():
             model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
                             alpha=iv.alpha)
-        return {"model": str(model), "reference": str(r.path), "target": str(t.path),
-                "reference_step": r.step, "target_step": t.step, "suite": recovery_suite(cfg, name)}
+        return res.EditResult(model=str(model), reference=str(r.path), target=str(t.path), reference_step=r.step,
+                          target_step=t.step, suite=recovery_suite(cfg, name))
     return fn
 
 
-def _report_fn(cfg: StudyConfig, out: Path) -> Callable[[Context], dict[str, Any]]:
-    def fn(ctx: Context) -> dict[str, Any]:
+def _report_fn(cfg: StudyConfig, out: Path) -> Callable[[Context], res.ReportResult]:
+    def fn(ctx: Context) -> res.ReportResult:
         from tunescope.report import build_report
 
         manifest = make_manifest(cfg, ctx.inputs)
         write_json(ctx.out / "study.json", manifest)
         build_report(manifest, ctx.out)
-        return {"report": str(ctx.out / "report.html")}
+        return res.ReportResult(report=str(ctx.out / "report.html"))
     return fn
 
 

@@ -64,7 +64,7 @@ class Stage:
     name: str  # "train/sft_high/s0": unique, '/' separated
     kind: str  # organism, train, evaluate, diff, spectrum, intervene, report
     config: dict[str, Any]  # the resolved config: everything besides inputs that determines the output
-    fn: Callable[[Context], dict[str, Any] | None]  # writes ctx.out, returns a JSON-ready result
+    fn: Callable[[Context], Any]  # writes ctx.out, returns its result (study.results: a dataclass, or a mapping)
     inputs: list[str] = field(default_factory=list)
     estimate_s: float = 10.0  # expected wall seconds, for the progress estimate
     resumable: bool = False  # keep a partial directory and call fn with resume=True
