@@ -135,7 +135,7 @@ def _base_stage(cfg: StudyConfig) -> Stage:
         def base_fn(ctx: Context) -> res.BaseResult:
             local = Path(cfg.base.path).expanduser()
             return res.BaseResult(model=str(local.resolve()) if local.exists() else cfg.base.path,
-                              n_layers=n_layers(cfg.base.path))
+                                  n_layers=n_layers(cfg.base.path))
     else:
         from tunescope.organism.build import cache_key, recipe_for
 
@@ -304,7 +304,7 @@ def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], res.EditRe
             model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
                             alpha=iv.alpha)
         return res.EditResult(model=str(model), reference=str(r.path), target=str(t.path), reference_step=r.step,
-                          target_step=t.step, suite=recovery_suite(cfg, name))
+                              target_step=t.step, suite=recovery_suite(cfg, name))
     return fn
 
 
