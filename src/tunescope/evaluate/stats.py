@@ -14,6 +14,7 @@ as a stable product. mean@k is the plain mean score over the k samples of a prom
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,3 +57,86 @@ def ks_for(n: int) -> list[int]:
     """The k values reported for n samples per prompt: 1, 2, 4, ... up to n, and n itself."""
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n]
     return ks if n in ks else ks + [n]
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired comparisons of two models on the items both answered
+
+
+@dataclass(frozen=True)
+class Diff:
+    """mean(a) − mean(b) over shared items, with its percentile bootstrap interval.
+
+    `per_seed` holds the difference seed by seed (seed i of a against seed i of b, or against b's
+    only seed), the raw material for "how many seeds agree"."""
+
+    value: float
+    low: float
+    high: float
+    n_items: int
+    seeds_a: int
+    seeds_b: int
+    method: str  # "items" | "seeds x items" | "paired seeds x items" | "none"
+    per_seed: tuple[float, ...] = ()
+    mean_a: float = math.nan  # mean(a) and mean(b) over the shared items
+    mean_b: float = math.nan
+
+    def excludes_zero(self) -> int:
+        """+1 when the interval lies above 0, -1 when below, 0 when it holds 0 (or is unknown)."""
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+
+def paired_diff(a: np.ndarray | list, b: np.ndarray | list, *, paired_seeds: bool = False,
+                n_resamples: int = 2000, level: float = 0.95, seed: int = 0, chunk: int = 250) -> Diff:
+    """The paired difference of two models' per-item scores, with a (hierarchical) bootstrap interval.
+
+    `a` (S_a, N) and `b` (S_b, N) hold per-item scores, one row per training seed, columns the same
+    N items in the same order (1-D means one seed). Each bootstrap replicate draws the items once,
+    with replacement, and applies that draw to every seed of both models: the items are shared, so
+    the pairing is kept (a model that is better on hard items is compared on the same hard items).
+    With several seeds the replicate first draws seeds, with replacement: independently for a and b
+    when they are different runs, or one draw for both (`paired_seeds=True`) when a and b are two
+    checkpoints of the same seeds (the peak and the end of one run). Seeds and items are crossed,
+    not nested (every seed answers every item), so this is the two-way "pigeonhole" bootstrap
+    (Owen 2007, "The pigeonhole bootstrap"), resampling seeds, then items. The statistic of a
+    replicate is mean over its items of (mean over a's drawn seeds − mean over b's drawn seeds).
+
+    With one seed on each side this is the ordinary paired bootstrap of the per-item differences,
+    the same as `scipy.stats.bootstrap((a, b), ..., paired=True, method="percentile")`. With few
+    seeds the seed draw underestimates the seed variance by a factor (S−1)/S; docs/evaluate.md
+    gives the measured coverage.
+    """
+    a2, b2 = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    (sa, n), (sb, nb) = a2.shape, b2.shape
+    if n != nb:
+        raise ValueError(f"a and b must score the same items: {n} vs {nb} columns")
+    if paired_seeds and sa != sb:
+        raise ValueError(f"paired_seeds needs as many seeds in a as in b: {sa} vs {sb}")
+    if n == 0 or sa == 0 or sb == 0:
+        return Diff(math.nan, math.nan, math.nan, 0, sa, sb, "none")
+    mean_a, mean_b = float(a2.mean()), float(b2.mean())
+    value = mean_a - mean_b
+    per_seed = tuple(float(a2[i].mean() - b2[i if sb == sa else 0].mean()) for i in range(sa)) if sb in (1, sa) \
+        else tuple(float(a2.mean() - b2[j].mean()) for j in range(sb))
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_resamples)  # (B,)
+    if paired_seeds:
+        d = a2 - b2  # (S, N): the same seed's two checkpoints
+        for lo in range(0, n_resamples, chunk):
+            m = min(chunk, n_resamples - lo)
+            s_idx = rng.integers(0, sa, size=(m, sa))  # (m, S)
+            i_idx = rng.integers(0, n, size=(m, n))  # (m, N)
+            per_item = d[s_idx].mean(axis=1)  # (m, N): mean over the drawn seeds
+            boot[lo:lo + m] = np.take_along_axis(per_item, i_idx, axis=1).mean(axis=1)
+        method = "paired seeds x items" if sa > 1 else "items"
+    else:
+        for lo in range(0, n_resamples, chunk):
+            m = min(chunk, n_resamples - lo)
+            pa = a2[rng.integers(0, sa, size=(m, sa))].mean(axis=1) if sa > 1 else np.broadcast_to(a2, (m, n))
+            pb = b2[rng.integers(0, sb, size=(m, sb))].mean(axis=1) if sb > 1 else np.broadcast_to(b2, (m, n))
+            i_idx = rng.integers(0, n, size=(m, n))  # (m, N), shared by a and b
+            boot[lo:lo + m] = np.take_along_axis(pa - pb, i_idx, axis=1).mean(axis=1)
+        method = "seeds x items" if max(sa, sb) > 1 else "items"
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return Diff(value, float(low), float(high), n, sa, sb, method, per_seed, mean_a, mean_b)
