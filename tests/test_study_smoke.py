@@ -148,8 +148,9 @@ def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
 
 
 def test_ood_peak_differences_are_paired_over_items(smoke_study):
-    """tables/ood_peak.csv: peak − start and peak − end are mean per-item differences on the items
-    both checkpoints answered, recomputed here from the evaluations' samples.jsonl."""
+    """tables/ood_peak.csv: the peak is picked on every other item (item-id order) and its rise over
+    the start and fall to the end are mean per-item differences on the other items, recomputed here
+    from the evaluations' samples.jsonl."""
     manifest = json.loads((smoke_study / "study.json").read_text())
     peak = pd.read_csv(smoke_study / "tables" / "ood_peak.csv").set_index("run").loc["sft24"]
     curve = pd.read_csv(smoke_study / "tables" / "ood_curve.csv")
@@ -159,12 +160,17 @@ def test_ood_peak_differences_are_paired_over_items(smoke_study):
     ood = samples[samples["suite"] == "game24_ood"]
 
     def per_item(step: int) -> pd.Series:
-        return ood[ood["path"] == curve.loc[step, "path"]].groupby("item_id")["score"].mean()
+        s = ood[ood["path"] == curve.loc[step, "path"]].groupby("item_id")["score"].mean()
+        return s.sort_index(key=lambda i: i.astype(str), kind="stable")
 
-    top, start, end = per_item(int(peak["peak_step"])), per_item(curve.index.min()), per_item(curve.index.max())
-    assert len(top) == len(start) == len(end) == peak["n_items"] == 4
-    for name, other in (("rise", start), ("fall", end)):
-        d = (top - other.loc[top.index]).to_numpy(dtype=np.float64)
+    steps = sorted(curve.index)
+    ids = per_item(steps[0]).index
+    pick, test = ids[0::2], ids[1::2]
+    held = {st: per_item(st) for st in steps}
+    best = max(steps[1:], key=lambda st: (held[st].loc[pick].mean(), -st))  # the earliest of ties
+    assert str(peak["peak_steps_held_out"]) == str(best) and peak["n_items"] == len(test) == 2
+    for name, other in (("rise", steps[0]), ("fall", steps[-1])):
+        d = (held[best].loc[test] - held[other].loc[test]).to_numpy(dtype=np.float64)
         assert math.isclose(peak[name], d.mean(), abs_tol=1e-12)
         assert peak[f"{name}_low"] <= peak[name] <= peak[f"{name}_high"]
     rec = pd.read_csv(smoke_study / "tables" / "recovery.csv")

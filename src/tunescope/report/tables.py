@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tunescope.report.compare import Items, comparisons
 from tunescope.report.ood import ood_peak
 from tunescope.study.results import TrainResult, read
 
@@ -68,8 +69,10 @@ def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     t.update(_weights(manifest))
     t.update(_spectra(manifest))
     if not scores.empty:
+        items = Items(manifest)  # per-item scores, read once
         t["freezing"] = _freezing(manifest, scores)
-        t.update(ood_peak(manifest, scores))
+        t["comparisons"] = comparisons(manifest, accuracy(scores), t["runs"], items)
+        t.update(ood_peak(manifest, scores, items))
     return {k: v for k, v in t.items() if v is not None and not v.empty}
 
 
