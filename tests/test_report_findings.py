@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tunescope.report.claims import CLAIMS, SCORECARD_COLUMNS, scorecard, verdict_of
+from tunescope.report.compare import COLUMNS, POOLED_OOD
 from tunescope.report.findings import compute
 
 
@@ -19,27 +21,44 @@ def _curve(ood: list[float], idv: list[float], half_width: float = 0.02) -> pd.D
                          "is_peak": steps == steps[peak]})
 
 
-def test_ood_peak_supported_when_it_rises_then_falls():
-    f = compute({"ood_curve": _curve([0.10, 0.30, 0.20, 0.12], [0.1, 0.3, 0.5, 0.7])})
-    (peak,) = [x for x in f if x.topic == "ood peak"]
+def _peak(rise: tuple[float, float, float], fall: tuple[float, float, float], seeds: int = 3) -> pd.DataFrame:
+    """An ood_peak row: held-out rise and fall, each (value, low, high)."""
+    return pd.DataFrame([{"run": "sft24", "suite": "game24_ood", "rise": rise[0], "rise_low": rise[1],
+                          "rise_high": rise[2], "fall": fall[0], "fall_low": fall[1], "fall_high": fall[2],
+                          "n_items": 100, "seeds": seeds, "peak_steps_held_out": "10 10 20",
+                          "interval": "paired seeds x items", "seeds_agreeing": seeds}])
+
+
+def _peak_finding(tables: dict[str, pd.DataFrame]):
+    (peak,) = [x for x in compute(tables) if x.topic == "ood peak"]
+    return peak
+
+
+def test_ood_peak_verdict_follows_the_held_out_paired_intervals():
+    curve = _curve([0.10, 0.30, 0.20, 0.12], [0.1, 0.3, 0.5, 0.7])
+    peak = _peak_finding({"ood_curve": curve, "ood_peak": _peak((0.15, 0.08, 0.22), (0.12, 0.05, 0.2))})
     assert peak.verdict == "supported" and "step 10" in peak.text and "0.30" in peak.text
+    assert (peak.claim_id, peak.effect, peak.ci_low, peak.ci_high, peak.seeds) == ("ood_peak", 0.12, 0.05, 0.2, 3)
+    assert "peak − end +0.120 [+0.050, +0.200]" in peak.text
+    # the curve's own peak is the best of many checkpoints: it decides nothing without the held-out row
+    bare = _peak_finding({"ood_curve": curve})
+    assert bare.verdict == "" and "no paired test" in bare.text
+    # a fall below zero contradicts the claim; one interval holding zero leaves it open
+    assert _peak_finding({"ood_curve": curve, "ood_peak": _peak((0.1, 0.05, 0.2), (-0.1, -0.2, -0.05))}).verdict \
+        == "not supported"
+    assert _peak_finding({"ood_curve": curve, "ood_peak": _peak((0.1, 0.05, 0.2), (0.02, -0.03, 0.07))}).verdict \
+        == "inconclusive"
 
 
-def test_ood_peak_not_supported_when_ood_only_falls():
-    f = compute({"ood_curve": _curve([0.30, 0.25, 0.20, 0.10], [0.1, 0.3, 0.5, 0.7])})
-    (peak,) = [x for x in f if x.topic == "ood peak"]
-    assert peak.verdict == "not supported"
-
-
-def test_ood_peak_inconclusive_within_intervals():
-    f = compute({"ood_curve": _curve([0.20, 0.22, 0.21, 0.20], [0.1, 0.3, 0.5, 0.7], half_width=0.1)})
-    (peak,) = [x for x in f if x.topic == "ood peak"]
-    assert peak.verdict == "inconclusive"
+def test_ood_peak_inconclusive_when_id_falls_after_the_peak():
+    curve = _curve([0.10, 0.30, 0.20, 0.12], [0.1, 0.5, 0.4, 0.3])
+    assert _peak_finding({"ood_curve": curve, "ood_peak": _peak((0.15, 0.08, 0.22), (0.12, 0.05, 0.2))}).verdict \
+        == "inconclusive"
 
 
 def test_ood_peak_inconclusive_when_flat():
-    f = compute({"ood_curve": _curve([0.0, 0.0, 0.0, 0.0], [0.1, 0.3, 0.5, 0.7], half_width=0.0)})
-    (peak,) = [x for x in f if x.topic == "ood peak"]
+    curve = _curve([0.0, 0.0, 0.0, 0.0], [0.1, 0.3, 0.5, 0.7], half_width=0.0)
+    peak = _peak_finding({"ood_curve": curve, "ood_peak": _peak((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))})
     assert peak.verdict == "inconclusive" and "cannot show a peak" in peak.text
 
 
@@ -54,7 +73,11 @@ def test_update_ratio_and_module_ranking_come_from_the_numbers():
     f = compute({"update_size": size, "module_ranking": rank})
     texts = " ".join(x.text for x in f)
     assert "50.0x" in texts and "sft: k moved most" in texts and "grpo: v moved most" in texts
-    (qk,) = [x for x in f if x.claim.startswith("Both methods move Q and K")]
+    assert _verdicts({"update_size": size}, "sft_moves_more") == ["supported"]
+    # "far more" needs more than twice GRPO's change: 1.5x is not
+    close = size.assign(mean_rel_change=[0.0015, 0.001], pooled_rel_change=[0.0015, 0.001])
+    assert _verdicts({"update_size": close}, "sft_moves_more") == ["not supported"]
+    (qk,) = [x for x in f if x.claim_id == "qk_move_most"]
     assert qk.verdict == "inconclusive" and "1 of 2" in qk.text
 
 
@@ -69,34 +92,61 @@ def test_recovery_verdicts():
     assert "90%" in f[0].text
 
 
-def _final_and_runs(grpo_maths, grpo_instruct, sft_instruct=(0.1, 0.0, 0.2)) -> dict[str, pd.DataFrame]:
-    """Final tables of one SFT-GRPO pair on maths, instruct out-of-domain; cells are (value, ci_low, ci_high)."""
-    rows = {("base", "maths"): (0.3, 0.2, 0.4), ("base", "instruct"): (0.4, 0.3, 0.5),
-            ("sft", "maths"): (0.8, 0.7, 0.9), ("sft", "instruct"): sft_instruct,
-            ("grpo", "maths"): grpo_maths, ("grpo", "instruct"): grpo_instruct}
-    final = pd.DataFrame([{"run": r, "suite": s, "value": v, "ci_low": lo, "ci_high": hi, "label": r}
-                          for (r, s), (v, lo, hi) in rows.items()])
+def _comparisons(grpo_maths, pooled, grpo_instruct=(0.0, -0.05, 0.05), sft_instruct=(-0.2, -0.3, -0.1)):
+    """Paired comparison rows of one SFT-GRPO pair on maths, instruct out-of-domain, against the base
+    and against each other; cells are (diff, ci_low, ci_high)."""
+    rows = [("vs base", "sft", "base", "maths", (0.5, 0.4, 0.6)), ("vs base", "sft", "base", "instruct", sft_instruct),
+            ("vs base", "grpo", "base", "maths", grpo_maths), ("vs base", "grpo", "base", "instruct", grpo_instruct),
+            ("sft vs grpo", "sft", "grpo", POOLED_OOD, pooled)]
+    c = pd.DataFrame([{"comparison": k, "a": a, "b": b, "a_label": a.upper(), "b_label": b.upper(), "suite": s,
+                       "a_value": 0.5 + d / 2, "b_value": 0.5 - d / 2, "diff": d, "ci_low": lo, "ci_high": hi,
+                       "n_items": 200, "seeds_a": 3, "seeds_b": 3 if b != "base" else 1,
+                       "interval": "seeds x items", "per_seed": " ".join(f"{d + e:.3f}" for e in (-0.01, 0, 0.01)),
+                       "seeds_agreeing": 3 if d > 0 else 0}
+                      for k, a, b, s, (d, lo, hi) in rows], columns=COLUMNS)
     runs = pd.DataFrame([{"run": r, "label": r.upper(), "method": r, "task": "maths", "init": "base",
                           "ood_suites": "instruct", "freeze": "", "train_only": ""} for r in ("sft", "grpo")])
-    return {"final": final, "runs": runs}
+    return {"comparisons": c, "runs": runs}
 
 
 def _verdicts(tables: dict[str, pd.DataFrame], claim: str) -> list[str]:
-    return [x.verdict for x in compute(tables) if x.claim.startswith(claim)]
+    return [x.verdict for x in compute(tables) if x.claim_id == claim]
 
 
-def test_in_domain_gain_and_out_of_domain_loss_against_the_base_intervals():
-    tables = _final_and_runs((0.6, 0.5, 0.7), (0.4, 0.3, 0.5))
-    texts = " ".join(x.text for x in compute(tables))
-    assert "GRPO 0.60 [0.50, 0.70] against the base's 0.30 [0.20, 0.40], above" in texts
-    assert "SFT on instruct; GRPO on no suite" in texts
-    assert _verdicts(tables, "GRPO raises") == ["supported"] and _verdicts(tables, "SFT loses") == ["supported"]
-    # touching intervals are not apart
-    assert _verdicts(_final_and_runs((0.5, 0.4, 0.6), (0.4, 0.3, 0.5)), "GRPO raises") == ["inconclusive"]
-    assert _verdicts(_final_and_runs((0.1, 0.0, 0.15), (0.4, 0.3, 0.5)), "GRPO raises") == ["not supported"]
-    # GRPO losing more than SFT contradicts the claim; neither losing leaves it open
-    assert _verdicts(_final_and_runs((0.6, 0.5, 0.7), (0.1, 0.0, 0.2), (0.4, 0.3, 0.5)), "SFT loses") == ["not supported"]
-    assert _verdicts(_final_and_runs((0.6, 0.5, 0.7), (0.4, 0.3, 0.5), (0.4, 0.3, 0.5)), "SFT loses") == ["inconclusive"]
+def test_in_domain_gain_and_out_of_domain_loss_come_from_the_paired_comparisons():
+    tables = _comparisons((0.3, 0.2, 0.4), (-0.2, -0.3, -0.1))
+    f = compute(tables)
+    texts = " ".join(x.text for x in f)
+    assert "GRPO 0.65 vs BASE 0.35: +0.300 [+0.200, +0.400] over 200 items and 3 seeds" in texts
+    assert "SFT on instruct -0.20; GRPO on no suite" in texts
+    assert _verdicts(tables, "grpo_gains_id") == ["supported"] and _verdicts(tables, "sft_forgets_more") == ["supported"]
+    (gain,) = [x for x in f if x.claim_id == "grpo_gains_id"]
+    assert (gain.effect, gain.ci_low, gain.ci_high, gain.seeds_agreeing, gain.seeds) == (0.3, 0.2, 0.4, 3, 3)
+    # an interval touching zero decides nothing; one below it contradicts the claim
+    assert _verdicts(_comparisons((0.1, 0.0, 0.2), (-0.2, -0.3, -0.1)), "grpo_gains_id") == ["inconclusive"]
+    assert _verdicts(_comparisons((-0.1, -0.2, -0.05), (-0.2, -0.3, -0.1)), "grpo_gains_id") == ["not supported"]
+    assert _verdicts(_comparisons((0.3, 0.2, 0.4), (0.2, 0.1, 0.3)), "sft_forgets_more") == ["not supported"]
+    assert _verdicts(_comparisons((0.3, 0.2, 0.4), (-0.05, -0.1, 0.02)), "sft_forgets_more") == ["inconclusive"]
+
+
+def test_scorecard_has_one_row_per_claim_finding_in_the_papers_order():
+    tables = _comparisons((0.3, 0.2, 0.4), (-0.2, -0.3, -0.1))
+    tables["ood_curve"] = _curve([0.10, 0.30, 0.20, 0.12], [0.1, 0.3, 0.5, 0.7])
+    tables["ood_peak"] = _peak((0.15, 0.08, 0.22), (0.12, 0.05, 0.2))
+    f = compute(tables)
+    card = scorecard(f)
+    assert list(card.columns) == SCORECARD_COLUMNS
+    assert list(card["claim"]) == [CLAIMS[c].text for c in ("grpo_gains_id", "sft_forgets_more", "ood_peak")]
+    assert list(card["verdict"]) == ["supported"] * 3 and list(card["seeds"]) == [3, 3, 3]
+    assert card.iloc[1]["effect"] == -0.2 and card.iloc[1]["ci_high"] == -0.1
+    assert len(card) == sum(bool(x.claim_id) for x in f)
+
+
+def test_verdict_of_needs_the_whole_interval_on_one_side_of_the_threshold():
+    assert verdict_of(0.01, 0.2) == "supported" and verdict_of(-0.2, -0.01) == "not supported"
+    assert verdict_of(0.0, 0.2) == "inconclusive" and verdict_of(float("nan"), 0.2) == "inconclusive"
+    assert verdict_of(-0.2, -0.01, sign=-1) == "supported" and verdict_of(0.6, 0.9, threshold=0.5) == "supported"
+    assert verdict_of(0.3, 0.6, threshold=0.5) == "inconclusive"
 
 
 def test_ood_peak_finding_reports_faces_read_as_10():

@@ -2,8 +2,11 @@
 
 Each finding states what the data shows and, where the original studies made a claim about the same
 thing, whether this study's data supports it ("supported", "not supported", "inconclusive"). Claims
-come from the research brief: Rajani et al. 2025 ("Scalpel vs. Hammer") and Jin et al. 2025 ("RL is
-neither a panacea nor a mirage"). A difference counts only when the 95% intervals do not overlap.
+come from `report.claims` (Rajani et al. 2025, "Scalpel vs. Hammer"; Jin et al. 2025, "RL is neither a
+panacea nor a mirage"); a finding that tests one carries the claim's id, the effect with its interval,
+and how many training seeds agree, and the scorecard is made of those findings. Differences between
+two models are paired over the items both answered, and over seeds when runs have several
+(`report.compare`); a verdict needs the interval of the effect on one side of the claim's threshold.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from tunescope.report.claims import CLAIMS, verdict_of
+from tunescope.report.compare import POOLED_OOD, method_pairs, plain_runs
 from tunescope.report.tables import accuracy, final_scores
 
 
@@ -22,6 +27,19 @@ class Finding:
     text: str
     claim: str = ""  # the original study's claim this finding tests ("" when none)
     verdict: str = ""  # supported | not supported | inconclusive | ""
+    claim_id: str = ""  # its key in report.claims.CLAIMS
+    subject: str = ""  # the run or pair of runs the claim is tested on
+    effect: float = math.nan  # the claim's measure (report.claims.Claim.effect) and its 95% interval
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    seeds_agreeing: int | None = None  # training seeds whose own estimate points the claim's way
+    seeds: int | None = None
+
+
+def _claim(topic: str, text: str, claim_id: str, verdict: str, subject: str, effect: float = math.nan,
+           low: float = math.nan, high: float = math.nan, agree: int | None = None, seeds: int | None = None) -> Finding:
+    return Finding(topic, text, CLAIMS[claim_id].text + f" ({CLAIMS[claim_id].paper})", verdict, claim_id, subject,
+                   float(effect), float(low), float(high), agree, seeds)
 
 
 def _pct(x: float) -> str:
@@ -48,25 +66,19 @@ def compute(tables: dict[str, pd.DataFrame]) -> list[Finding]:
 
 
 def as_table(findings: list[Finding]) -> pd.DataFrame:
-    return pd.DataFrame([f.__dict__ for f in findings], columns=["topic", "text", "claim", "verdict"])
+    return pd.DataFrame([f.__dict__ for f in findings], columns=list(Finding.__dataclass_fields__))
 
 
 def _plain(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Runs that start from the base model with every tensor trained (the methods' own comparison)."""
-    runs = t.get("runs")
-    if runs is None:
-        return pd.DataFrame(columns=["run", "method", "task"])
-    return runs[(runs["init"] == "base") & (runs["freeze"].fillna("") == "") & (runs["train_only"].fillna("") == "")]
+    return plain_runs(t.get("runs"))
 
 
 def _pairs(t: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
-    """(SFT run, GRPO run) pairs of plain runs on the same training task."""
-    p = _plain(t)
-    return [(s.run, g.run) for s in p[p["method"] == "sft"].itertuples()
-            for g in p[p["method"] == "grpo"].itertuples() if s.task == g.task]
+    return method_pairs(t["runs"]) if "runs" in t else []
 
 
 TINY = 1e-9  # a relative change below this is "did not move" (float32 noise is ~1e-7 relative per entry)
+FAR_MORE = 2.0  # "SFT moves the weights far more than GRPO": the ratio above this in every seed
 ANGLE_RESOLUTION = 0.05  # degrees: arccos of a float32 cosine cannot resolve smaller angles (~0.03°)
 
 
@@ -91,9 +103,19 @@ def _modules(t: dict[str, pd.DataFrame]) -> list[Finding]:
     if plain:
         n = sum(top2_qk[r] for r in plain)
         verdict = "supported" if n == len(plain) else ("not supported" if n == 0 else "inconclusive")
-        out.append(Finding("weights", f"Q and K are the two most-changed module types in {n} of {len(plain)} runs.",
-                           "Both methods move Q and K most (Rajani et al.)", verdict))
+        out.append(_claim("weights", f"Q and K are the two most-changed module types in {n} of {len(plain)} runs.",
+                          "qk_move_most", verdict, "runs from the base, every tensor trained", n / len(plain)))
     return out
+
+
+def _final_change(t: dict[str, pd.DataFrame], run: str) -> list[float]:
+    """A run's final layer-mean relative weight change, seed by seed (seed order)."""
+    traj = t.get("module_trajectory")
+    if traj is None:
+        return []
+    r = traj[(traj["run"] == run) & (traj["module"] == "all")]
+    r = r[r["step"] == r.groupby("seed", dropna=False)["step"].transform("max")]
+    return list(r.sort_values("seed")["mean_rel_change"].astype(float))
 
 
 def _update_ratio(t: dict[str, pd.DataFrame]) -> list[Finding]:
@@ -103,31 +125,25 @@ def _update_ratio(t: dict[str, pd.DataFrame]) -> list[Finding]:
     by_run = size.set_index("run")
     pairs = _pairs(t) if "runs" in t else [(s, g) for s in size.loc[size["kind"] == "sft", "run"]
                                            for g in size.loc[size["kind"] == "grpo", "run"]]
-    pairs = [(s, g) for s, g in pairs if s in by_run.index and g in by_run.index]
-    if not pairs:
-        return []
     out = []
-    ratios = []
-    for sr, gr in pairs:
+    for sr, gr in [(s, g) for s, g in pairs if s in by_run.index and g in by_run.index]:
         s, g = by_run.loc[sr], by_run.loc[gr]
+        subject = f"{s['label']} vs {g['label']}"
         if g["mean_rel_change"] < TINY:
-            ratios.append(math.inf if s["mean_rel_change"] >= TINY else math.nan)
             out.append(Finding("weights", f"{g['label']} did not move the weights measurably (layer-mean relative "
                                           f"change {_g(g['mean_rel_change'])}), so the SFT/GRPO ratio is undefined; "
                                           f"{s['label']} moved them by {_g(s['mean_rel_change'])}."))
             continue
         r = s["mean_rel_change"] / g["mean_rel_change"]
-        ratios.append(r)
-        out.append(Finding("weights", f"{s['label']} changed the weights {r:.1f}x as much as {g['label']} "
-                                      f"(layer-mean relative change {_g(s['mean_rel_change'])} vs {_g(g['mean_rel_change'])})."))
-    ratios = [r for r in ratios if not math.isnan(r)]
-    if not ratios:
-        return out
-    bigger = sum(r > 1 for r in ratios)
-    verdict = "supported" if bigger == len(ratios) else ("not supported" if bigger == 0 else "inconclusive")
-    out.append(Finding("weights", f"SFT's update is larger than GRPO's in {bigger} of {len(ratios)} SFT-GRPO pairs "
-                                  "(same task, both from the base model).",
-                       "SFT moves the weights far more than GRPO (4-50x in Rajani et al.)", verdict))
+        per_s, per_g = _final_change(t, sr), _final_change(t, gr)
+        ratios = [a / b for a, b in zip(per_s, per_g) if b >= TINY] or [r]
+        agree = sum(x > FAR_MORE for x in ratios)
+        verdict = "supported" if agree == len(ratios) else "not supported" if agree == 0 else "inconclusive"
+        spread = f"; seed by seed {', '.join(f'{x:.1f}x' for x in ratios)}" if len(ratios) > 1 else ""
+        out.append(_claim("weights", f"{s['label']} changed the weights {r:.1f}x as much as {g['label']} "
+                                     f"(layer-mean relative change {_g(s['mean_rel_change'])} vs "
+                                     f"{_g(g['mean_rel_change'])}{spread}).",
+                          "sft_moves_more", verdict, subject, r, min(ratios), max(ratios), agree, len(ratios)))
     return out
 
 
@@ -147,43 +163,55 @@ def _gains(t: dict[str, pd.DataFrame]) -> list[Finding]:
     return out
 
 
+def _diff_text(row: pd.Series) -> str:
+    return (f"{row['a_label']} {row['a_value']:.2f} vs {row['b_label']} {row['b_value']:.2f}: "
+            f"{row['diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] over {int(row['n_items'])} items"
+            + (f" and {max(int(row['seeds_a']), int(row['seeds_b']))} seeds" if max(row['seeds_a'], row['seeds_b']) > 1
+               else ""))
+
+
+def _seed_count(row: pd.Series) -> int:
+    return int(max(row["seeds_a"], row["seeds_b"]))
+
+
 def _versus_base(t: dict[str, pd.DataFrame]) -> list[Finding]:
-    """Final accuracy against the base's, suite by suite: a move counts only outside both intervals."""
-    final, runs = t.get("final"), t.get("runs")
-    if final is None or runs is None or "base" not in set(final["run"]):
+    """Final accuracy against the base's and SFT's against GRPO's, paired over items (and seeds)."""
+    c, runs = t.get("comparisons"), t.get("runs")
+    if c is None or runs is None:
         return []
-    f = final.set_index(["run", "suite"])
-    runs = runs.set_index("run")
-
-    def move(run: str, suite: str) -> str:  # "above", "below" or "within" the base's interval
-        if (run, suite) not in f.index or ("base", suite) not in f.index:
-            return "within"
-        r, b = f.loc[(run, suite)], f.loc[("base", suite)]
-        return "above" if r["ci_low"] > b["ci_high"] else "below" if r["ci_high"] < b["ci_low"] else "within"
-
-    def cell(run: str, suite: str) -> str:
-        r = f.loc[(run, suite)]
-        return f"{r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-
+    vs_base = c[c["comparison"] == "vs base"].set_index(["a", "suite"])
     out = []
     plain = _plain(t)
     for g in plain[plain["method"] == "grpo"].itertuples():
-        if (g.run, g.task) not in f.index or ("base", g.task) not in f.index:
+        if (g.run, g.task) not in vs_base.index:
             continue
-        moved = move(g.run, g.task)
-        verdict = {"above": "supported", "below": "not supported", "within": "inconclusive"}[moved]
-        out.append(Finding("accuracy", f"In-domain ({g.task}): {g.label} {cell(g.run, g.task)} against the base's "
-                                       f"{cell('base', g.task)}, {moved} the base's interval.",
-                           "GRPO raises in-domain accuracy (Rajani et al.: MATH-500 0.352 -> 0.402)", verdict))
+        row = vs_base.loc[(g.run, g.task)]
+        verdict = verdict_of(row["ci_low"], row["ci_high"])
+        out.append(_claim("accuracy", f"In-domain ({g.task}), final against the base: {_diff_text(row)}.",
+                          "grpo_gains_id", verdict, f"{g.label} vs base, {g.task}", row["diff"], row["ci_low"],
+                          row["ci_high"], int(row["seeds_agreeing"]), _seed_count(row)))
+    pooled = c[(c["comparison"] == "sft vs grpo") & (c["suite"] == POOLED_OOD)].set_index("a")
+    runs = runs.set_index("run")
     for s_run, g_run in _pairs(t):
-        worse = {r: [x for x in runs.loc[r, "ood_suites"].split() if move(r, x) == "below"] for r in (s_run, g_run)}
-        n_sft, n_grpo = len(worse[s_run]), len(worse[g_run])
-        verdict = "supported" if n_sft > n_grpo else "not supported" if n_sft < n_grpo else "inconclusive"
-        out.append(Finding("accuracy", f"Out-of-domain, below the base's interval at the end: "
-                                       f"{runs.loc[s_run, 'label']} on {', '.join(worse[s_run]) or 'no suite'}; "
-                                       f"{runs.loc[g_run, 'label']} on {', '.join(worse[g_run]) or 'no suite'}.",
-                           "SFT loses more out-of-domain than GRPO (Rajani et al.: IFEval 0.682 -> 0.216-0.333 "
-                           "after SFT, 0.466 after GRPO)", verdict))
+        worse = {}
+        for r in (s_run, g_run):
+            rows = [vs_base.loc[(r, x)] for x in runs.loc[r, "ood_suites"].split() if (r, x) in vs_base.index]
+            worse[r] = [f"{x.name[1]} {x['diff']:+.2f}" for x in rows if x["ci_high"] < 0]
+        text = (f"Out-of-domain, below the base at the end (paired intervals): {runs.loc[s_run, 'label']} on "
+                f"{', '.join(worse[s_run]) or 'no suite'}; {runs.loc[g_run, 'label']} on "
+                f"{', '.join(worse[g_run]) or 'no suite'}.")
+        if s_run not in pooled.index:
+            out.append(Finding("accuracy", text))
+            continue
+        row = pooled.loc[[s_run]]
+        row = row[row["b"] == g_run].iloc[0] if (row["b"] == g_run).any() else None
+        if row is None:
+            out.append(Finding("accuracy", text))
+            continue
+        text += f" All out-of-domain items pooled, {_diff_text(row)}."
+        out.append(_claim("accuracy", text, "sft_forgets_more", verdict_of(row["ci_low"], row["ci_high"], sign=-1),
+                          f"{runs.loc[s_run, 'label']} vs {runs.loc[g_run, 'label']}", row["diff"], row["ci_low"],
+                          row["ci_high"], sum(float(x) < 0 for x in str(row["per_seed"]).split()), _seed_count(row)))
     return out
 
 
@@ -197,17 +225,18 @@ def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
     if m.empty:
         return []
     text = "; ".join(f"{r.run} {_g(r.kl)} [{_g(r.kl_ci_low)}, {_g(r.kl_ci_high)}]" for r in m.itertuples())
-    out_text = text
-    out = [Finding("distribution", f"Final per-token KL(base || model): {out_text}.")]
+    out = [Finding("distribution", f"Final per-token KL(base || model): {text}.")]
     m = m.set_index("run")
-    pairs = [(s, g) for s, g in _pairs(t) if s in m.index and g in m.index]
-    if pairs:
-        below = sum(bool(m.loc[g, "kl_ci_high"] < m.loc[s, "kl_ci_low"]) for s, g in pairs)
-        pairs = len(pairs)
-        verdict = "supported" if below == pairs else ("not supported" if below == 0 else "inconclusive")
-        out.append(Finding("distribution", f"GRPO's final KL is below SFT's, intervals apart, in {below} of "
-                                           f"{pairs} SFT-GRPO pairs.",
-                           "GRPO drifts from the base far less than SFT (Rajani et al.)", verdict))
+    per_seed = last.groupby(["run", "seed"])["kl"].mean()
+    for s, g in [(s, g) for s, g in _pairs(t) if s in m.index and g in m.index]:
+        apart = bool(m.loc[g, "kl_ci_high"] < m.loc[s, "kl_ci_low"])
+        above = bool(m.loc[g, "kl_ci_low"] > m.loc[s, "kl_ci_high"])
+        ks, kg = per_seed.get(s, pd.Series(dtype=float)), per_seed.get(g, pd.Series(dtype=float))
+        agree = sum(a < b for a, b in zip(kg.to_numpy(), ks.to_numpy()))
+        out.append(_claim("distribution", f"{g} KL {_g(m.loc[g, 'kl'])} against {s} {_g(m.loc[s, 'kl'])}: "
+                                          f"{'below, 95% intervals apart' if apart else 'not below'}.",
+                          "grpo_drifts_less", "supported" if apart else "not supported" if above else "inconclusive",
+                          f"{g} vs {s}", m.loc[g, "kl"] - m.loc[s, "kl"], agree=agree, seeds=min(len(ks), len(kg))))
     return out
 
 
@@ -221,29 +250,29 @@ def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:
         p = g[g["is_peak"]].iloc[0]
         first, last = g.iloc[0], g.iloc[-1]
         row = paired[paired["run"] == run].iloc[0] if paired is not None and (paired["run"] == run).any() else None
-        if row is not None and math.isfinite(row["fall_low"]) and math.isfinite(row["rise_low"]):  # paired
-            rises, falls = row["rise_low"] > 0, row["fall_low"] > 0
-        else:  # no per-item scores: marginal intervals that do not overlap
-            rises, falls = p["ood_ci_low"] > first["ood_ci_high"], p["ood_ci_low"] > last["ood_ci_high"]
-        id_up = last["id"] >= p["id"]
         flat = g["ood"].max() == g["ood"].min()
-        verdict = "supported" if rises and falls and id_up else (
-            "inconclusive" if flat else
-            "not supported" if not (p["ood"] > first["ood"] and p["ood"] > last["ood"]) else "inconclusive")
-        out.append(Finding(
-            "ood peak", f"{run}: the out-of-distribution score peaks at step {int(p['step'])} "
-                        f"({_pct(p['fraction'])} of training) at {p['ood']:.2f} [{p['ood_ci_low']:.2f}, "
-                        f"{p['ood_ci_high']:.2f}], from {first['ood']:.2f} at the start to {last['ood']:.2f} at the "
-                        f"end, while in-distribution goes {p['id']:.2f} -> {last['id']:.2f}.",
-            "OOD accuracy rises early in SFT, peaks, then falls while ID keeps rising (Jin et al.)", verdict))
-        if row is not None and math.isfinite(row["fall_low"]) and math.isfinite(row["rise_low"]):
-            out[-1].text += (f" Paired over {int(row['n_items'])} items: peak − start {row['rise']:+.3f} "
-                             f"[{row['rise_low']:+.3f}, {row['rise_high']:+.3f}], peak − end {row['fall']:+.3f} "
-                             f"[{row['fall_low']:+.3f}, {row['fall_high']:+.3f}].")
+        text = (f"{run}: the out-of-distribution score peaks at step {int(p['step'])} ({_pct(p['fraction'])} of "
+                f"training) at {p['ood']:.2f} [{p['ood_ci_low']:.2f}, {p['ood_ci_high']:.2f}], from "
+                f"{first['ood']:.2f} at the start to {last['ood']:.2f} at the end, while in-distribution goes "
+                f"{p['id']:.2f} -> {last['id']:.2f}.")
+        known = row is not None and math.isfinite(row["fall_low"]) and math.isfinite(row["rise_low"])
+        if known:
+            text += (f" Held out from the choice of the peak ({int(row['n_items'])} items, {int(row['seeds'])} "
+                     f"seed(s), peak step {row['peak_steps_held_out']}): peak − start {row['rise']:+.3f} "
+                     f"[{row['rise_low']:+.3f}, {row['rise_high']:+.3f}], peak − end {row['fall']:+.3f} "
+                     f"[{row['fall_low']:+.3f}, {row['fall_high']:+.3f}].")
         if flat:
-            out[-1].text += (f" The out-of-distribution score is {p['ood']:.2f} at every checkpoint, so this run "
-                             "cannot show a peak (the model never solves, or always solves, these items).")
-        out[-1].text += _faces_as_10(t.get("ood_outcomes"), run, int(p["step"]), int(last["step"]))
+            text += (f" The out-of-distribution score is {p['ood']:.2f} at every checkpoint, so this run cannot show "
+                     "a peak (the model never solves, or always solves, these items).")
+        text += _faces_as_10(t.get("ood_outcomes"), run, int(p["step"]), int(last["step"]))
+        if not known:
+            out.append(Finding("ood peak", text + " No per-item scores, so no paired test."))
+            continue
+        id_up = last["id"] >= p["id"]
+        verdict = ("supported" if row["rise_low"] > 0 and row["fall_low"] > 0 and id_up else
+                   "not supported" if row["rise_high"] < 0 or row["fall_high"] < 0 else "inconclusive")
+        out.append(_claim("ood peak", text, "ood_peak", "inconclusive" if flat else verdict, run, row["fall"],
+                          row["fall_low"], row["fall_high"], int(row["seeds_agreeing"]), int(row["seeds"])))
     return out
 
 
@@ -271,17 +300,11 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
                 f"{row.ood_reference:.2f}, recovering {_pct(row.recovery)}{interval} of the loss.")
         if not math.isfinite(row.recovery):
             text += " Nothing was lost between the peak and the target, so recovery is undefined."
-        claim = ("RL recovers most of the OOD loss (85-99% in Jin et al., with PPO; GRPO here)" if row.kind == "run"
-                 else "Restoring top-20% directions or resetting the first 25% of layers recovers 70-80% (Jin et al.)")
-        if not math.isfinite(row.recovery):
-            verdict = "inconclusive"
-        elif math.isfinite(row.recovery_low) and row.recovery_low >= 0.5:
-            verdict = "supported"
-        elif math.isfinite(row.recovery_high) and row.recovery_high < 0.5:
-            verdict = "not supported"
-        else:
-            verdict = "inconclusive"
-        out.append(Finding("recovery", text, claim, verdict))
+        verdict = verdict_of(row.recovery_low, row.recovery_high, threshold=0.5) if math.isfinite(row.recovery) \
+            else "inconclusive"
+        out.append(_claim("recovery", text, "rl_recovers" if row.kind == "run" else "surgery_recovers", verdict,
+                          row.label, row.recovery, row.recovery_low, row.recovery_high,
+                          int(row.recovery > 0.5) if math.isfinite(row.recovery) else 0, 1))
     return out
 
 
@@ -299,38 +322,32 @@ def _spectra(t: dict[str, pd.DataFrame]) -> list[Finding]:
         text = (f"{name}: singular values moved {sig:.3g} on average (|Δσ/σ|); matched singular vectors turned "
                 + ", ".join(f"{b} {ang[b]:.1f}°" for b in ang.index) + ".")
         if float(ang.max()) < ANGLE_RESOLUTION and sig < 1e-6:
-            out.append(Finding("spectra", f"{name}: neither singular values nor directions changed measurably "
-                                          f"(|Δσ/σ| {sig:.2g}, largest angle {float(ang.max()):.2g}°).",
-                               "Directions move most at the top and bottom of the spectrum, the bulk stays (Jin et al.)",
-                               "inconclusive"))
+            out.append(_claim("spectra", f"{name}: neither singular values nor directions changed measurably "
+                                         f"(|Δσ/σ| {sig:.2g}, largest angle {float(ang.max()):.2g}°).",
+                              "directions_at_edges", "inconclusive", name))
         elif edges and bulk:
             e, b = float(ang[edges].mean()), float(ang[bulk].mean())
-            verdict = "supported" if e > b else "not supported"
-            out.append(Finding("spectra", text + f" Edges {e:.1f}° vs bulk {b:.1f}°.",
-                               "Directions move most at the top and bottom of the spectrum, the bulk stays (Jin et al.)",
-                               verdict))
+            out.append(_claim("spectra", text + f" Edges {e:.1f}° vs bulk {b:.1f}°.", "directions_at_edges",
+                              "supported" if e > b else "not supported", name, e - b, seeds=1))
         else:
             out.append(Finding("spectra", text))
     return out
 
 
 def _freezing(t: dict[str, pd.DataFrame]) -> list[Finding]:
-    f = t.get("freezing")
-    if f is None:
+    c = t.get("comparisons")
+    if c is None:
         return []
+    c = c[c["comparison"] == "variant vs plain"]
     out = []
-    for group, g in f.groupby("group", sort=False):
-        base = g[g["run"] == group].set_index("suite")
-        for _run, h in g[g["run"] != group].groupby("run", sort=False):
-            h = h.set_index("suite")
-            better = [s for s in h.index if s in base.index and h.loc[s, "ci_low"] > base.loc[s, "ci_high"]]
-            worse = [s for s in h.index if s in base.index and h.loc[s, "ci_high"] < base.loc[s, "ci_low"]]
-            out.append(Finding("freezing", f"{h['label'].iloc[0]} vs {base['label'].iloc[0]}: better on "
-                                           f"{', '.join(better) or 'no suite'}, worse on {', '.join(worse) or 'no suite'} "
-                                           f"(95% intervals apart); the rest overlap.",
-                               "Freezing is inconclusive: better on some suites, worse on others (Rajani et al.)",
-                               "supported" if better and worse else ("inconclusive" if not better and not worse
-                                                                      else "not supported")))
+    for (_a, _b), g in c.groupby(["a", "b"], sort=False):
+        better = [f"{r.suite} {r.diff:+.2f}" for r in g.itertuples() if r.ci_low > 0]
+        worse = [f"{r.suite} {r.diff:+.2f}" for r in g.itertuples() if r.ci_high < 0]
+        verdict = "supported" if better and worse else ("inconclusive" if not better and not worse else "not supported")
+        out.append(_claim("freezing", f"{g['a_label'].iloc[0]} vs {g['b_label'].iloc[0]}, paired over items: better "
+                                      f"on {', '.join(better) or 'no suite'}, worse on {', '.join(worse) or 'no suite'}; "
+                                      "the rest hold 0 in their interval.", "freezing_mixed", verdict,
+                          f"{g['a_label'].iloc[0]} vs {g['b_label'].iloc[0]}", seeds=_seed_count(g.iloc[0])))
     return out
 
 
