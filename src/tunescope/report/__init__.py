@@ -3,8 +3,9 @@
     from tunescope.report import build_report
     build_report(manifest, out)       # manifest: DIR/study.json written by the study runner
 
-`tables` reads the artifacts into tidy tables (every number of the report), `findings` turns them into
-plain-language findings, `figures` draws them (matplotlib -> base64 PNG), `html` lays out one
+`tables` reads the artifacts into tidy tables (every number of the report; `compare` the paired
+comparisons of two models), `findings` turns them into plain-language findings and verdicts on the
+claims of `claims` (the scorecard), `figures` draws them (matplotlib -> base64 PNG), `html` lays out one
 self-contained file. Nothing here trains or evaluates.
 """
 
@@ -18,12 +19,13 @@ def build_report(manifest: dict[str, Any], out: str | Path) -> Path:
     """Write out/report.html and out/tables/*.csv; return the path of report.html."""
     import os
 
-    from tunescope.report import figures, findings, html, tables
+    from tunescope.report import claims, figures, findings, html, tables
 
     out = Path(out)
     t = tables.collect(manifest)
     found = findings.compute(t)
     t["findings"] = findings.as_table(found)
+    t["scorecard"] = claims.scorecard(found)
     figs = {
         "accuracy": figures.accuracy_vs_progress(t["scores"]) if "scores" in t else None,
         "tradeoff": figures.tradeoff(t.get("tradeoff")),

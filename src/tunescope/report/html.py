@@ -1,4 +1,7 @@
-"""One self-contained report.html: inline CSS, figures as base64 PNG, no script, no external URL."""
+"""One self-contained report.html: inline CSS, figures as base64 PNG, no script, no external URL.
+
+The page is the Jinja2 template templates/report.html.j2; this module prepares what it shows (tables
+as HTML, figures as <img>, the scorecard and the grouped findings)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import html
 import math
 from typing import Any
 
+import jinja2
+import markupsafe
 import pandas as pd
 import yaml
 
@@ -21,7 +26,7 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f5
 img{max-width:100%;display:block;margin:8px 0}
 .f{margin:6px 0;padding:6px 10px;border-left:4px solid #bbb;background:#fafafa}
 .supported{border-color:#2e8540}.notsupported{border-color:#c62828}.inconclusive{border-color:#f0a500}
-.v{font-size:11px;font-weight:600;text-transform:uppercase;margin-left:6px;color:#555}
+.v{font-size:11px;font-weight:600;text-transform:uppercase;color:#555}\n.toc{margin:10px 0 4px;font-size:13px}.toc a{color:#1f5fa8;text-decoration:none}\ntable.scorecard td{text-align:left;vertical-align:top}table.scorecard tr.supported td:nth-child(7){background:#e6f4ea}\ntable.scorecard tr.notsupported td:nth-child(7){background:#fdecea}table.scorecard tr.inconclusive td:nth-child(7){background:#fff6e0}
 .claim{color:#666;font-size:12px}pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px;max-height:420px}
 .note{color:#666;font-size:12.5px}
 """
@@ -57,141 +62,60 @@ def figure(b64: str | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def _findings(findings: list[Finding]) -> str:
-    if not findings:
-        return '<p class="note">No findings: the study produced no comparable data.</p>'
-    out = []
-    for f in findings:
-        cls = f.verdict.replace(" ", "") if f.verdict else ""
-        verdict = f'<span class="v">{html.escape(f.verdict)}</span>' if f.verdict else ""
-        claim = f'<div class="claim">Original claim: {html.escape(f.claim)}</div>' if f.claim else ""
-        out.append(f'<div class="f {cls}"><b>{html.escape(f.topic)}</b>{verdict}<br>{html.escape(f.text)}{claim}</div>')
-    return "\n".join(out)
+SECTIONS = [("scorecard", "Scorecard"), ("findings", "Findings"), ("accuracy", "Accuracy"), ("compute", "Compute"),
+            ("distribution", "Distribution shift"), ("weights", "Weights"), ("spectra", "Spectra"),
+            ("freezing", "Freezing"), ("ood", "OOD peak and recovery"), ("setup", "Setup")]
 
 
-def _final_wide(final: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Suites as rows, runs as columns: 'value [low, high]' (and ± seed spread when several seeds)."""
-    if final is None or final.empty:
-        return None
-    cell = final.apply(lambda r: f"{r['value']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-                       + (f" ±{r['seed_std']:.3f}" if r["seeds"] > 1 else ""), axis=1)
-    wide = final.assign(cell=cell).pivot_table(index="suite", columns="label", values="cell", aggfunc="first",
-                                               sort=False)
-    cols = ["base"] + [c for c in dict.fromkeys(final["label"]) if c != "base"]
-    return wide.reindex(columns=[c for c in cols if c in wide.columns]).reset_index()
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("tunescope.report", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v: markupsafe.Markup(_fmt(float(v))) if v is not None else ""
+    return env
 
 
 def render(manifest: dict[str, Any], tables: dict[str, pd.DataFrame], figs: dict[str, str | None],
            findings: list[Finding]) -> str:
-    """The report page: header and findings, accuracy, weights and spectra, OOD, setup."""
-    return "".join([_head(manifest, findings), _accuracy(tables.get, figs), _weights(tables.get, figs),
-                    _ood(tables.get, figs), _setup(manifest, tables)])
-
-
-def _head(manifest: dict[str, Any], findings: list[Finding]) -> str:
+    """The report page (templates/report.html.j2): scorecard, findings, accuracy, weights, spectra, OOD, setup."""
     cfg, prov = manifest["config"], manifest.get("provenance", {})
-    seeds = sorted({s for r in manifest["runs"].values() for s in r["seeds"]})
-    return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>tunescope study: {html.escape(cfg['name'])}</title>
-<style>{CSS}</style></head><body>
-<h1>tunescope study: {html.escape(cfg['name'])}</h1>
-<p class="sub">Base model: {html.escape(str(cfg['base'].get('path') or 'organism ' + str(cfg['base']['organism'])))} ·
-{len(manifest['runs'])} training runs · seeds {seeds} · git {html.escape(str(prov.get('git_revision')))} ·
-created {html.escape(str(prov.get('created')))}</p>
-<h2>Findings</h2>
-<p class="note">Computed from this study's data. Where a finding tests a claim of the original studies, the verdict
-says whether this data supports it (the OOD peak by paired intervals over items; other differences count only
-when 95% intervals do not overlap).</p>
-{_findings(findings)}
-"""
+    card = tables.get("scorecard")
+    card_rows = [] if card is None else card.to_dict("records")
+    for r in card_rows:  # counts: int, or None where a claim has no seeds to count
+        for k in ("seeds", "seeds_agreeing"):
+            r[k] = None if pd.isna(r[k]) else int(r[k])
+    groups: dict[str, list[Finding]] = {}
+    for f in findings:
+        groups.setdefault(f.topic, []).append(f)
+    safe = markupsafe.Markup
+    return _env().get_template("report.html.j2").render(
+        css=safe(CSS), cfg=cfg, git=str(prov.get("git_revision")), created=str(prov.get("created")), sections=SECTIONS, n_runs=len(manifest["runs"]),
+        base=str(cfg["base"].get("path") or "organism " + str(cfg["base"]["organism"])),
+        seeds=sorted({s for r in manifest["runs"].values() for s in r["seeds"]}),
+        scorecard=card_rows, measures=list({r["claim"]: r for r in card_rows}.values()),
+        findings=list(groups.items()),
+        t=tables.get, table=lambda df, cols=None: safe(table(df, cols)),
+        figure=lambda key, alt: safe(figure(figs.get(key), alt)),
+        final_wide=_final_wide(tables.get("final")), items_note=_items_note(tables.get("scores")),
+        last_distribution=_last_rows(tables.get("distribution")), ranking_wide=_ranking_wide(tables.get("module_ranking")),
+        freezing_wide=_freezing_wide(tables.get("freezing")),
+        stage_total=sum(r.get("wall_s") or 0 for r in manifest["stages"].values()),
+        versions=pd.DataFrame(list(prov.get("versions", {}).items()), columns=["package", "version"]),
+        host=str(prov.get("host", {})), config_yaml=yaml.safe_dump(cfg, sort_keys=False),
+        budgets_yaml=yaml.safe_dump({r: v.get("budget_resolved") for r, v in manifest["runs"].items()}, sort_keys=False),
+        table_names=[f"{n}.csv" for n in tables])
 
 
-def _accuracy(t: Any, figs: dict[str, str | None]) -> str:
-    return f"""<h2>Accuracy against training progress</h2>
-<p class="note">Every suite; SFT dashed, GRPO solid, base dotted grey; bands are 95% bootstrap intervals over items
-(vertical bars: the range across seeds, when a run has several).</p>
-{figure(figs.get('accuracy'), 'accuracy vs progress')}
-<h3>In-domain vs out-of-domain</h3>
-<p class="note">Each point a checkpoint: accuracy on the run's training suite against the mean over the other suites
-(or the run's out-of-distribution suite). Arrows run from the first checkpoint to the last.</p>
-{figure(figs.get('tradeoff'), 'ID vs OOD trade-off')}
-<h3>Final checkpoints</h3>
-<p class="note">Accuracy [95% interval] of each run's last checkpoint, laid out like the original study's table.</p>
-{table(_final_wide(t('final')))}
-<h2>Compute spent per run</h2>
-<p class="note">Same steps, different compute: GRPO generates its training data, SFT reads it.</p>
-{table(t('compute'))}
-<h2>Distribution shift</h2>
-{figure(figs.get('kl'), 'KL and completion length')}
-{table(_last_rows(t('distribution')), ['label', 'seed', 'step', 'kl', 'kl_ci_low', 'kl_ci_high', 'mean_length',
-                                        'mean_entropy', 'n_tokens'])}
-"""
-
-
-def _weights(t: Any, figs: dict[str, str | None]) -> str:
-    return f"""<h2>Where the weights moved</h2>
-<p class="note">Relative change ‖W − W<sub>base</sub>‖<sub>F</sub> / ‖W<sub>base</sub>‖<sub>F</sub> per matrix, in
-float32. Heatmaps: last checkpoint, layer × module.</p>
-{figure(figs.get('heatmaps'), 'relative weight change heatmaps')}
-<h3>Per-module trajectories</h3>
-<p class="note">Layer mean per module against the fraction of training, log axes; SFT dashed, GRPO solid.</p>
-{figure(figs.get('trajectories'), 'per-module trajectories')}
-<h3>Module ranking</h3>
-{figure(figs.get('ranking'), 'module ranking')}
-{table(_ranking_wide(t('module_ranking')))}
-<h2>Spectra: singular values or singular directions?</h2>
-<p class="note">Per rank band (top 10% of singular values … bottom 10%): mean |Δσ/σ| and the angle between
-index-matched singular vectors; right: mean principal angle of the head, bulk and tail subspaces (k = 10% of rank).</p>
-{figure(figs.get('spectra'), 'spectra')}
-{table(t('spectrum_sigma'))}
-{table(t('spectrum_angles'), ['spectrum', 'k_frac', 'head_u', 'bulk_u', 'tail_u', 'head_v', 'bulk_v', 'tail_v',
-                              'mean_abs_rel_sigma_change', 'energy_diag', 'energy_offdiag', 'n_matrices'])}
-<h2>Freezing</h2>
-<p class="note">The same SFT recipe with mid-depth MLPs frozen or with only Q/K trained: final accuracy
-[95% interval].</p>
-{table(_freezing_wide(t('freezing')))}
-"""
-
-
-def _ood(t: Any, figs: dict[str, str | None]) -> str:
-    return f"""<h2>Out-of-distribution peak, RL recovery and weight surgery</h2>
-<p class="note">recovery = (OOD<sub>after</sub> − OOD<sub>target</sub>) / (OOD<sub>peak</sub> − OOD<sub>target</sub>);
-1 is back to the peak, 0 no change.</p>
-{figure(figs.get('ood'), 'OOD peak and recovery')}
-<p class="note">The peak against the start and the end of its run: mean per-item differences on the
-items both checkpoints answered, with paired bootstrap 95% intervals (n_items).</p>
-{table(t('ood_peak'), ['run', 'suite', 'peak_step', 'start', 'peak', 'last', 'rise', 'rise_low', 'rise_high',
-                       'fall', 'fall_low', 'fall_high', 'n_items', 'id_peak', 'id_last'])}
-{table(t('recovery'), ['label', 'kind', 'suite', 'ood_reference', 'ood_target', 'ood_after', 'id_after', 'recovery',
-                       'recovery_low', 'recovery_high', 'interval'])}
-<p class="note">Jin et al.'s RL was PPO; GRPO stands in for it here (TRL 1.16 has no PPO trainer).</p>
-<h3>How the out-of-distribution answers go wrong</h3>
-<p class="note">Share of each outcome per checkpoint: correct; partial (the card values, not 24);
-faces_as_10 (the values J, Q and K have under the training rule, not the stated one); other
-wrong_numbers; illegal (does not parse); no_solution. Intervals per share are in scores.csv.</p>
-{table(t('ood_outcomes'))}
-"""
-
-
-def _setup(manifest: dict[str, Any], tables: dict[str, pd.DataFrame]) -> str:
-    cfg, prov, t = manifest["config"], manifest.get("provenance", {}), tables.get
-    total = sum(r.get("wall_s") or 0 for r in manifest["stages"].values())
-    host = prov.get("host", {})
-    return f"""<h2>Setup</h2>
-<h3>Wall time per stage</h3>
-<p class="note">Total {total:.1f} s of stage time (cached stages show the time of the run that made them).</p>
-{table(t('stages'))}
-<h3>Versions and hardware</h3>
-{table(pd.DataFrame(list(prov.get('versions', {}).items()), columns=['package', 'version']))}
-<p class="note">Host: {html.escape(str(host))}</p>
-<h3>Resolved study config</h3>
-<pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre>
-<h3>Resolved training budgets</h3>
-<pre>{html.escape(yaml.safe_dump({r: v.get('budget_resolved') for r, v in manifest['runs'].items()}, sort_keys=False))}</pre>
-<h3>Tables</h3>
-<p class="note">Every number above is in tables/: {', '.join(html.escape(n) + '.csv' for n in tables)}.</p>
-</body></html>
-"""
+def _items_note(scores: pd.DataFrame | None) -> str:
+    """Items scored per suite, at the final checkpoints and (when fewer) at the intermediate ones."""
+    if scores is None or scores.empty:
+        return "none"
+    a = scores[scores["metric"] == "accuracy"]
+    last = a["step"] == a.groupby(["run", "seed"], dropna=False)["step"].transform("max")
+    parts = []
+    for suite, g in a.groupby("suite", sort=False):
+        final, mid = int(g.loc[last[g.index], "n"].max()), int(g.loc[~last[g.index], "n"].min()) if (~last[g.index]).any() else None
+        parts.append(f"{suite} {final}" + (f" ({mid} at intermediate checkpoints)" if mid is not None and mid < final else ""))
+    return ", ".join(parts)
 
 
 def _last_rows(d: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -214,3 +138,15 @@ def _freezing_wide(f: pd.DataFrame | None) -> pd.DataFrame | None:
     cell = f.apply(lambda r: f"{r['value']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]", axis=1)
     return f.assign(cell=cell).pivot_table(index=["label", "selectors"], columns="suite", values="cell",
                                            aggfunc="first", sort=False).reset_index()
+
+
+def _final_wide(final: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Suites as rows, runs as columns: 'value [low, high]' (and ± seed spread when several seeds)."""
+    if final is None or final.empty:
+        return None
+    cell = final.apply(lambda r: f"{r['value']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+                       + (f" ±{r['seed_std']:.3f}" if r["seeds"] > 1 else ""), axis=1)
+    wide = final.assign(cell=cell).pivot_table(index="suite", columns="label", values="cell", aggfunc="first",
+                                               sort=False)
+    cols = ["base"] + [c for c in dict.fromkeys(final["label"]) if c != "base"]
+    return wide.reindex(columns=[c for c in cols if c in wide.columns]).reset_index()
