@@ -13,7 +13,7 @@ import scipy.linalg as sla
 import torch
 from test_analyse import ARCHS, build, expected_parts, load64
 
-from tunescope.analyse.spectrum import matrix_metrics, principal_angles, spectrum
+from tunescope.analyse.spectrum import matrix_metrics, null_angles, null_seed, null_update, principal_angles, spectrum
 from tunescope.cli import main
 
 
@@ -160,3 +160,69 @@ def test_cuda_spectrum_matches_cpu(tmp_path: Path) -> None:
     num = cpu.select_dtypes("number").columns
     np.testing.assert_allclose(gpu[num].to_numpy(float, na_value=np.nan), cpu[num].to_numpy(float, na_value=np.nan),
                                rtol=1e-3, atol=1e-3)
+
+
+def test_null_angles_match_numpy() -> None:
+    """The null model: index-matched angles of R against R + random updates of ||T - R||_F, in float64 numpy."""
+    rng = np.random.default_rng(0)
+    wr = rng.standard_normal((24, 16))
+    wt = wr + 0.05 * rng.standard_normal((24, 16))
+    u, v = null_angles(torch.from_numpy(wr), torch.from_numpy(wt), "m", 3, torch.float64)
+    ur, _, vhr = np.linalg.svd(wr, full_matrices=False)
+    norm = np.linalg.norm(wt - wr)
+    want_u, want_v = [], []
+    for d in range(3):
+        g = null_update((24, 16), norm, null_seed("m", d)).numpy()
+        assert np.isclose(np.linalg.norm(g), norm)
+        un, _, vhn = np.linalg.svd(wr + g, full_matrices=False)
+        want_u.append(np.degrees(np.arccos(np.minimum(np.abs((ur * un).sum(0)), 1))))
+        want_v.append(np.degrees(np.arccos(np.minimum(np.abs((vhr * vhn).sum(1)), 1))))
+    np.testing.assert_allclose(u.numpy(), np.mean(want_u, 0), atol=1e-6)
+    np.testing.assert_allclose(v.numpy(), np.mean(want_v, 0), atol=1e-6)
+    assert float(u.max()) > 1.0  # the draws do turn vectors
+    same = null_update((4, 3), 1.0, null_seed("m", 0))
+    assert torch.equal(same, null_update((4, 3), 1.0, null_seed("m", 0)))
+    assert not torch.equal(same, null_update((4, 3), 1.0, null_seed("m", 1)))
+    assert not torch.equal(same, null_update((4, 3), 1.0, null_seed("n", 0)))
+
+
+def _per_rank(pairs: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """The per-rank table `spectrum` writes, for (R, T) pairs, with the null model's columns."""
+    frames = []
+    for i, (wr, wt) in enumerate(pairs):
+        a, b = torch.from_numpy(wr), torch.from_numpy(wt)
+        ranked, _ = matrix_metrics(a, b, [0.5], torch.float64)
+        nu, nv = null_angles(a, b, f"m{i}", 3, torch.float64)
+        r = len(nu)
+        frames.append(pd.DataFrame({"tensor": f"m{i}", "part": "", "rank": range(r), "rank_frac": np.arange(r) / r,
+                                    "u_align": ranked["u_align"].numpy(), "v_align": ranked["v_align"].numpy(),
+                                    "rel_sigma_change": ranked["rel_sigma_change"].numpy(),
+                                    "u_angle_null": nu.numpy(), "v_angle_null": nv.numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rotate_edges(rng: np.random.Generator, n: int = 30, theta: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """R with distinct singular values, and T that turns only its top-10% and bottom-10% singular vectors."""
+    q1, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    q2, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.geomspace(10, 0.1, n)
+    c, si = np.cos(theta), np.sin(theta)
+    rot = np.eye(n)
+    for i, j in ((0, 1), (n - 2, n - 1)):  # plane rotations inside the top and the bottom band
+        rot[np.ix_([i, j], [i, j])] = [[c, -si], [si, c]]
+    return q1 @ np.diag(s) @ q2.T, (q1 @ rot) @ np.diag(s) @ q2.T
+
+
+def test_excess_over_the_null_tells_edge_rotation_from_a_random_update() -> None:
+    from tunescope.report.tables import spectrum_excess
+
+    rng = np.random.default_rng(1)
+    edges = spectrum_excess(_per_rank([_rotate_edges(rng) for _ in range(8)]))
+    assert edges["n_matrices"] == 8 and edges["ci_low"] > 0 and edges["edge_excess_deg"] > edges["bulk_excess_deg"]
+    noise = []
+    for _ in range(8):
+        wr = rng.standard_normal((30, 30))
+        noise.append((wr, wr + 0.02 * rng.standard_normal((30, 30))))
+    rand = spectrum_excess(_per_rank(noise))  # an update like the null model's has no excess anywhere
+    assert rand["ci_low"] < 0 < rand["ci_high"] and rand["raw_edge_minus_bulk"] < 0
+    assert spectrum_excess(_per_rank(noise).drop(columns=["u_angle_null", "v_angle_null"])) is None

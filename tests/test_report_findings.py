@@ -154,3 +154,20 @@ def test_ood_peak_finding_reports_faces_read_as_10():
     mix = pd.DataFrame({"run": "sft24", "seed": 0, "step": curve["step"], "faces_as_10": [0.0, 0.05, 0.2, 0.6]})
     (peak,) = [x for x in compute({"ood_curve": curve, "ood_outcomes": mix}) if x.topic == "ood peak"]
     assert "5% at the peak, 60% at the end" in peak.text
+
+
+def test_directions_at_edges_is_judged_against_the_null_model():
+    sigma = pd.DataFrame({"spectrum": "sft_vs_base", "band": ["top 10%", "10-50%", "50-90%", "bottom 10%"],
+                          "mean_abs_rel_sigma_change": 0.01, "u_angle_deg": [20.0, 40.0, 45.0, 30.0],
+                          "n_values": [10, 40, 40, 10]})
+    excess = pd.DataFrame([{"spectrum": "sft_vs_base", "edge_excess_deg": 2.0, "bulk_excess_deg": -1.0,
+                            "edge_minus_bulk": 3.0, "ci_low": 1.0, "ci_high": 5.0, "raw_edge_minus_bulk": -17.5,
+                            "n_matrices": 40}])
+    (f,) = compute({"spectrum_sigma": sigma, "spectrum_excess": excess})
+    # the raw angles turn the bulk most; beyond a random update of the same size the edges turn more
+    assert f.claim_id == "directions_at_edges" and f.verdict == "supported"
+    assert (f.effect, f.ci_low, f.ci_high) == (3.0, 1.0, 5.0) and "edges − bulk +3.0° [+1.0, +5.0]" in f.text
+    assert [x.verdict for x in compute({"spectrum_sigma": sigma, "spectrum_excess": excess.assign(
+        ci_low=-1.0, ci_high=-0.5)})] == ["not supported"]
+    (bare,) = compute({"spectrum_sigma": sigma})
+    assert bare.verdict == "inconclusive" and "No null model" in bare.text

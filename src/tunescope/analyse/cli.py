@@ -2,6 +2,7 @@
 
     tunescope diff BASE CKPT_OR_RUN_DIR... --out diff.csv [--tolerance 1e-5] [--parquet]
     tunescope spectrum REF TARGET --out spectrum.csv [--ranks 0.01,0.05,0.1,0.2,0.5] [--select q,k@0-7]
+                                  [--null-draws 3]
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help='only these matrices, e.g. "q,k@0-7" (repeatable)')
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--float64", action="store_true", help="SVD in float64 (default float32, as the paper)")
+    s.add_argument("--null-draws", type=int, default=None,
+                   help="random updates of the same size per matrix, the null model of the angles (default 3, 0: none)")
     s.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the SVDs (default: the idle cores; more than idle is much slower)")
     s.set_defaults(func=_spectrum)
@@ -69,7 +72,7 @@ def _diff(args: argparse.Namespace) -> int:
 def _spectrum(args: argparse.Namespace) -> int:
     import torch
 
-    from tunescope.analyse.spectrum import DEFAULT_RANKS, spectrum
+    from tunescope.analyse.spectrum import DEFAULT_RANKS, NULL_DRAWS, spectrum
     from tunescope.checkpoints import resolve_models
 
     ref, target = resolve_models([args.ref]), resolve_models([args.target])
@@ -77,6 +80,7 @@ def _spectrum(args: argparse.Namespace) -> int:
         raise UserError("spectrum compares two model directories; pass one checkpoint each, not a run directory")
     res = spectrum(ref[0].path, target[0].path, _out_file(args.out), ranks=args.ranks or DEFAULT_RANKS,
                    select=args.select, device=args.device,
-                   dtype=torch.float64 if args.float64 else torch.float32, threads=args.threads)
+                   dtype=torch.float64 if args.float64 else torch.float32, threads=args.threads,
+                   null_draws=NULL_DRAWS if args.null_draws is None else args.null_draws)
     print(f"wrote {args.out} ({len(res['per_matrix'])} rows)")
     return 0

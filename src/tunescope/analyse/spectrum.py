@@ -25,6 +25,13 @@ Per matrix and subspace size k = max(1, round(k_frac * r)) (table `per_matrix`):
         energy_topk_diag / energy_topk_offdiag: the same restricted to C[:k, :k]
     mean_abs_rel_sigma_change = mean_i |Δs_i| / s_R,i (the same on every k row)
 
+Null model (per-rank columns u_angle_null, v_angle_null): how far an index-matched singular vector
+turns depends on the gaps around its singular value, so any update turns the crowded bulk of the
+spectrum more than its well-separated edges. For each matrix, `null_draws` random updates
+G * ||ΔW||_F / ||G||_F (G i.i.d. standard normal, seeded by the matrix name) are added to R and the
+same index-matched angle arccos|u_R,i^T u_N,i| is taken, in degrees, averaged over the draws. A
+claim that fine-tuning turns the edges most is a claim about the excess over this baseline.
+
 These are the diagnostics of "RL is neither a panacea nor a mirage" (Jin et al., 2025) as their
 code computes them (SVD in float32, principal angles from U_R,k^T U_T,k, projection distance,
 matched alignment, diagonal/off-diagonal energy). Deviations: principal angles also use the sine
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +62,8 @@ from tunescope.threads import cpu_threads
 from tunescope.weights import WeightFiles
 
 DEFAULT_RANKS = (0.01, 0.05, 0.1, 0.2, 0.5)
+NULL_DRAWS = 3  # random updates of the same size per matrix (the null model of the angles)
+NULL_SEED = 20250  # with the matrix name, the seed of its random updates
 
 
 # --------------------------------------------------------------------------- metrics on one matrix
@@ -115,6 +125,34 @@ def matrix_metrics(w_ref: torch.Tensor, w_tgt: torch.Tensor, k_fracs: Sequence[f
     return per_rank, rows
 
 
+def null_update(shape: tuple[int, int], norm: float, seed: int) -> torch.Tensor:
+    """A random (m, n) update of Frobenius norm `norm`: i.i.d. normal entries, rescaled (float64, CPU)."""
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return g * (norm / float(torch.linalg.matrix_norm(g))) if norm > 0 else torch.zeros(shape, dtype=torch.float64)
+
+
+def null_seed(name: str, draw: int) -> int:
+    """The seed of draw `draw` for the matrix called `name` (stable across selections and runs)."""
+    return NULL_SEED + zlib.crc32(name.encode()) + 7919 * draw
+
+
+def null_angles(w_ref: torch.Tensor, w_tgt: torch.Tensor, name: str, draws: int,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index-matched U and V angles (degrees, (r,), mean over `draws`) of R against R + a random update
+    of ||T - R||_F (`null_update`)."""
+    r_ = w_ref.to(dtype)
+    u_r, _, vh_r = torch.linalg.svd(r_, full_matrices=False)
+    norm = float(torch.linalg.matrix_norm(w_tgt.to(torch.float64) - w_ref.to(torch.float64)))
+    u_sum = torch.zeros(u_r.shape[1], dtype=torch.float64)
+    v_sum = torch.zeros_like(u_sum)
+    for d in range(draws):
+        dw = null_update(tuple(r_.shape), norm, null_seed(name, d)).to(device=r_.device, dtype=dtype)
+        u_n, _, vh_n = torch.linalg.svd(r_ + dw, full_matrices=False)
+        u_sum += torch.rad2deg(torch.arccos((u_r * u_n).sum(0).abs().clamp(max=1.0))).double().cpu()
+        v_sum += torch.rad2deg(torch.arccos((vh_r * vh_n).sum(1).abs().clamp(max=1.0))).double().cpu()
+    return u_sum / max(draws, 1), v_sum / max(draws, 1)
+
+
 # --------------------------------------------------------------------------- over a whole model
 
 def _device(device: str | None) -> torch.device:
@@ -138,7 +176,7 @@ def _selected(p: Part, sels: list[Selector]) -> bool:
 
 
 def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.device, ranks: list[float],
-         dtype: torch.dtype, progress: bool) -> tuple[list[dict], list[pd.DataFrame]]:
+         dtype: torch.dtype, progress: bool, null_draws: int) -> tuple[list[dict], list[pd.DataFrame]]:
     """Metrics for every selected matrix: (per-matrix rows, per-rank frames)."""
     mats: list[dict] = []
     per_rank: list[pd.DataFrame] = []
@@ -157,6 +195,9 @@ def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.de
         pr = pd.DataFrame({k: v.double().cpu().numpy() for k, v in ranked.items()})
         pr.insert(0, "rank_frac", (torch.arange(r, dtype=torch.float64) / r).numpy())
         pr.insert(0, "rank", range(r))
+        if null_draws:
+            pr["u_angle_null"], pr["v_angle_null"] = (x.numpy() for x in null_angles(
+                a, b, f"{p.tensor}:{p.part}", null_draws, dtype))
         per_rank.append(pr.assign(**ids)[[*ids, *pr.columns]])
         mats += [ids | {"rows": a.shape[0], "cols": a.shape[1], "nonfinite": False} | row for row in rows]
     return mats, per_rank
@@ -165,15 +206,18 @@ def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.de
 def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAULT_RANKS,
              select: Sequence[str] | None = None, device: str | None = None,
              dtype: torch.dtype = torch.float32, progress: bool = True,
-             threads: int | None = None) -> dict[str, pd.DataFrame]:
+             threads: int | None = None, null_draws: int = NULL_DRAWS) -> dict[str, pd.DataFrame]:
     """Spectral comparison of every 2-D matrix of `target` against `ref`.
 
     Writes `out` (CSV, per matrix and k), `<stem>.per_rank.csv` and `<stem>.provenance.json`;
     returns {"per_matrix": ..., "per_rank": ...}. `select` narrows the matrices with selectors
     such as "q,k@0-7" (module types of the split parts). On CPU, `threads` (default: the idle
-    cores, see `cpu_threads`) is set for the duration of the call.
+    cores, see `cpu_threads`) is set for the duration of the call. `null_draws` random updates of
+    the same size per matrix give the null model of the angles (0: none; each costs one more SVD).
     """
     ranks = list(ranks)
+    if null_draws < 0:
+        raise UserError(f"--null-draws must be 0 or more, got {null_draws}")
     if not ranks or any(not 0 < f <= 1 for f in ranks):
         raise UserError(f"--ranks must be fractions in (0, 1], got {ranks}")
     dev = _device(device)
@@ -193,7 +237,7 @@ def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAUL
     if threads:
         torch.set_num_threads(threads)
     try:
-        mats, per_rank = _run(todo, ref_w, tgt_w, dev, ranks, dtype, progress)
+        mats, per_rank = _run(todo, ref_w, tgt_w, dev, ranks, dtype, progress, null_draws)
     finally:
         torch.set_num_threads(saved)
 
@@ -210,6 +254,7 @@ def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAUL
         os.replace(tmp, path)
     write_json(out.with_name(out.stem + ".provenance.json"), provenance(
         config={"ref": str(ref), "target": str(target), "ranks": ranks, "select": list(select or []),
-                "device": str(dev), "svd_dtype": str(dtype).removeprefix("torch."), "threads": threads},
+                "device": str(dev), "svd_dtype": str(dtype).removeprefix("torch."), "threads": threads,
+                "null_draws": null_draws, "null_seed": NULL_SEED},
         seed=None, stage="analyse.spectrum", n_matrices=len(todo)))
     return {"per_matrix": per_matrix, "per_rank": per_rank_df}

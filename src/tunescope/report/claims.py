@@ -54,7 +54,8 @@ CLAIMS = {c.id: c for c in [
     Claim("surgery_recovers", JIN, "Restoring top-20% directions or resetting the first 25% of layers recovers "
           "70-80% of the OOD loss", "70-80%", "(OOD after edit - OOD end) / (OOD peak - OOD end)"),
     Claim("directions_at_edges", JIN, "Singular directions move most at the top and bottom of the spectrum, the "
-          "bulk stays", "qualitative (figures)", "edge - bulk principal angle of matched singular vectors (degrees)"),
+          "bulk stays", "qualitative (figures)", "edge - bulk turn of matched singular vectors beyond a random update of the same "
+          "size (degrees; interval over matrices)"),
 ]}
 
 SCORECARD_COLUMNS = ["claim", "paper", "subject", "paper_value", "effect", "ci_low", "ci_high", "verdict",

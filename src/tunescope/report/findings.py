@@ -312,25 +312,32 @@ def _spectra(t: dict[str, pd.DataFrame]) -> list[Finding]:
     s = t.get("spectrum_sigma")
     if s is None:
         return []
+    exc = t.get("spectrum_excess")
+    exc = exc.set_index("spectrum") if exc is not None else pd.DataFrame()
     out = []
     for name, g in s.groupby("spectrum", sort=False):
         g = g.set_index("band")
         sig = float((g["mean_abs_rel_sigma_change"] * g["n_values"]).sum() / g["n_values"].sum())
         ang = g["u_angle_deg"]
-        edges = [b for b in ("top 10%", "bottom 10%") if b in ang.index]
-        bulk = [b for b in ("10-50%", "50-90%") if b in ang.index]
         text = (f"{name}: singular values moved {sig:.3g} on average (|Δσ/σ|); matched singular vectors turned "
                 + ", ".join(f"{b} {ang[b]:.1f}°" for b in ang.index) + ".")
         if float(ang.max()) < ANGLE_RESOLUTION and sig < 1e-6:
             out.append(_claim("spectra", f"{name}: neither singular values nor directions changed measurably "
                                          f"(|Δσ/σ| {sig:.2g}, largest angle {float(ang.max()):.2g}°).",
                               "directions_at_edges", "inconclusive", name))
-        elif edges and bulk:
-            e, b = float(ang[edges].mean()), float(ang[bulk].mean())
-            out.append(_claim("spectra", text + f" Edges {e:.1f}° vs bulk {b:.1f}°.", "directions_at_edges",
-                              "supported" if e > b else "not supported", name, e - b, seeds=1))
+        elif name in exc.index:
+            e = exc.loc[name]
+            text += (f" A random update of the same size turns them too, the crowded bulk most; beyond it "
+                     f"(U and V, {int(e['n_matrices'])} matrices): edges {e['edge_excess_deg']:+.1f}°, bulk "
+                     f"{e['bulk_excess_deg']:+.1f}°, edges − bulk {e['edge_minus_bulk']:+.1f}° "
+                     f"[{e['ci_low']:+.1f}, {e['ci_high']:+.1f}] (raw, without the null model: "
+                     f"{e['raw_edge_minus_bulk']:+.1f}°).")
+            out.append(_claim("spectra", text, "directions_at_edges", verdict_of(e["ci_low"], e["ci_high"]), name,
+                              e["edge_minus_bulk"], e["ci_low"], e["ci_high"], seeds=1))
         else:
-            out.append(Finding("spectra", text))
+            out.append(_claim("spectra", text + " No null model (spectrum run with null_draws 0), so the edge and "
+                                                "bulk angles cannot be compared.", "directions_at_edges",
+                              "inconclusive", name))
     return out
 
 

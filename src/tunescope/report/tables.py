@@ -256,8 +256,53 @@ def _weights(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
 BANDS = [(0.0, 0.1, "top 10%"), (0.1, 0.5, "10-50%"), (0.5, 0.9, "50-90%"), (0.9, 1.01, "bottom 10%")]
 
 
+EDGES = (0.1, 0.9)  # ranks below the first or at/above the second fraction are the spectrum's edges
+
+
+def _rank_angles(pr: pd.DataFrame) -> pd.DataFrame:
+    """Per rank: the index-matched U and V angles in degrees (u_deg, v_deg), and their excess over the
+    null model's (u_excess, v_excess; NaN without one) — mean of U and V in `excess`."""
+    out = pr.assign(u_deg=np.degrees(np.arccos(np.clip(pr["u_align"].to_numpy(float), 0, 1))),
+                    v_deg=np.degrees(np.arccos(np.clip(pr["v_align"].to_numpy(float), 0, 1))))
+    if "u_angle_null" in pr:
+        out["u_excess"] = out["u_deg"] - pr["u_angle_null"]
+        out["v_excess"] = out["v_deg"] - pr["v_angle_null"]
+    else:
+        out["u_excess"] = out["v_excess"] = np.nan
+    out["excess"] = (out["u_excess"] + out["v_excess"]) / 2
+    return out
+
+
+def spectrum_excess(pr: pd.DataFrame) -> dict[str, float] | None:
+    """Edge vs bulk turn of the singular vectors beyond the null model, with a bootstrap interval over matrices.
+
+    Per matrix (tensor, part): the mean excess angle (`_rank_angles`, U and V averaged) of its edge
+    ranks (the top and bottom 10%) minus that of its bulk; then the mean over matrices and its 95%
+    percentile bootstrap interval resampling matrices (`evaluate.stats.bootstrap_ci`). Also the raw
+    (null-free) edge - bulk angle, for contrast. None without null columns."""
+    from tunescope.evaluate.stats import bootstrap_ci
+
+    if "u_angle_null" not in pr or pr.empty:
+        return None
+    r = _rank_angles(pr)
+    edge = (r["rank_frac"] < EDGES[0]) | (r["rank_frac"] >= EDGES[1])
+    per = []
+    for _, g in r.groupby(["tensor", "part"], sort=False):
+        e, b = edge.loc[g.index], ~edge.loc[g.index]
+        if e.any() and b.any():
+            raw = (g.loc[e, ["u_deg", "v_deg"]].to_numpy().mean() - g.loc[b, ["u_deg", "v_deg"]].to_numpy().mean())
+            per.append((g.loc[e, "excess"].mean(), g.loc[b, "excess"].mean(), raw))
+    if not per:
+        return None
+    arr = np.asarray(per, dtype=np.float64)  # (M, 3)
+    value, low, high = bootstrap_ci(arr[:, 0] - arr[:, 1])
+    return {"edge_excess_deg": float(arr[:, 0].mean()), "bulk_excess_deg": float(arr[:, 1].mean()),
+            "edge_minus_bulk": value, "ci_low": low, "ci_high": high,
+            "raw_edge_minus_bulk": float(arr[:, 2].mean()), "n_matrices": len(per)}
+
+
 def _spectra(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    sig, ang = [], []
+    sig, ang, exc = [], [], []
     for name, rec in _stages(manifest, "spectrum").items():
         spec = name.split("/", 1)[1]
         d = Path(rec["dir"])
@@ -265,16 +310,19 @@ def _spectra(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
         pm = _read(d / "spectrum.csv")
         ident = {"spectrum": spec, "reference": rec["config"]["reference"], "target": rec["config"]["target"]}
         if pr is not None:
+            ranked = _rank_angles(pr)
             for lo, hi, band in BANDS:
-                b = pr[(pr["rank_frac"] >= lo) & (pr["rank_frac"] < hi)]
+                b = ranked[(ranked["rank_frac"] >= lo) & (ranked["rank_frac"] < hi)]
                 if b.empty:
                     continue
-                u = np.degrees(np.arccos(np.clip(b["u_align"].to_numpy(float), 0, 1)))
-                v = np.degrees(np.arccos(np.clip(b["v_align"].to_numpy(float), 0, 1)))
                 sig.append(ident | {"band": band, "mean_abs_rel_sigma_change": float(b["rel_sigma_change"].abs().mean()),
                                     "mean_rel_sigma_change": float(b["rel_sigma_change"].mean()),
-                                    "u_angle_deg": float(u.mean()), "v_angle_deg": float(v.mean()),
-                                    "n_values": len(b)})
+                                    "u_angle_deg": float(b["u_deg"].mean()), "v_angle_deg": float(b["v_deg"].mean()),
+                                    "u_excess_deg": float(b["u_excess"].mean()),
+                                    "v_excess_deg": float(b["v_excess"].mean()), "n_values": len(b)})
+            e = spectrum_excess(pr)
+            if e is not None:
+                exc.append(ident | e)
         if pm is not None and "k_frac" in pm:
             pm = pm[~pm["nonfinite"].astype(bool)]
             g = pm.groupby("k_frac").agg(
@@ -289,6 +337,8 @@ def _spectra(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
         out["spectrum_sigma"] = pd.DataFrame(sig)
     if ang:
         out["spectrum_angles"] = pd.concat(ang, ignore_index=True)
+    if exc:
+        out["spectrum_excess"] = pd.DataFrame(exc)
     return out
 
 

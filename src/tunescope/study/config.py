@@ -87,6 +87,7 @@ class SpectrumSpec:
     reference: str = "base"
     target: str = ""
     ranks: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5, 1.0])  # rank bands (fractions)
+    null_draws: int = 3  # random updates of the same size per matrix: the angles' null model (0: none)
 
 
 @dataclass
@@ -254,6 +255,8 @@ def validate(cfg: StudyConfig) -> None:
             _check_ref(cfg, getattr(spec, key), f"analyses.spectra.{name}.{key}", allow_interventions=True)
         if not spec.ranks or any(not 0 < r <= 1 for r in spec.ranks):
             raise UserError(f"analyses.spectra.{name}.ranks: give rank bands as fractions in (0, 1]")
+        if spec.null_draws < 0:
+            raise UserError(f"analyses.spectra.{name}.null_draws: give 0 (no null model) or more random updates")
     _validate_interventions(cfg)
 
 

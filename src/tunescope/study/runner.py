@@ -33,7 +33,7 @@ from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
-from tunescope.study.config import StudyConfig, parse_ref, spec_suites
+from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import base_depth, budget_for, eval_config, eval_settings, n_layers, recovery_suite
 from tunescope.study.stages import Context, Stage, StageRunner, stage_id
 from tunescope.threads import torch_threads
@@ -110,7 +110,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
     for sname, sspec in cfg.analyses.spectra.items():
         inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
         stages.append(Stage(stage_id("spectrum", sname), "spectrum", to_dict(sspec),
-                            _spectrum_fn(cfg, sspec.reference, sspec.target, sspec.ranks), inputs=inputs,
+                            _spectrum_fn(cfg, sspec), inputs=inputs,
                             estimate_s=20))
     for iname, iv in cfg.interventions.items():
         inputs = _ref_inputs(cfg, [iv.reference, iv.target])
@@ -283,13 +283,13 @@ def _diff_fn(train_id: str) -> Callable[[Context], res.DiffResult]:
     return fn
 
 
-def _spectrum_fn(cfg: StudyConfig, ref: str, target: str, ranks: list[float]) -> Callable[[Context], res.SpectrumResult]:
+def _spectrum_fn(cfg: StudyConfig, spec: SpectrumSpec) -> Callable[[Context], res.SpectrumResult]:
     def fn(ctx: Context) -> res.SpectrumResult:
         from tunescope.analyse.spectrum import spectrum
 
-        r, t = resolve_ref(cfg, ref, ctx.inputs), resolve_ref(cfg, target, ctx.inputs)
+        r, t = resolve_ref(cfg, spec.reference, ctx.inputs), resolve_ref(cfg, spec.target, ctx.inputs)
         with torch_threads():
-            spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=ranks)
+            spectrum(r.path, t.path, ctx.out / "spectrum.csv", ranks=spec.ranks, null_draws=spec.null_draws)
         return res.SpectrumResult(reference=str(r.path), target=str(t.path), reference_step=r.step, target_step=t.step)
     return fn
 
