@@ -13,7 +13,14 @@ import scipy.linalg as sla
 import torch
 from test_analyse import ARCHS, build, expected_parts, load64
 
-from tunescope.analyse.spectrum import matrix_metrics, null_angles, null_seed, null_update, principal_angles, spectrum
+from tunescope.analyse.spectrum import (
+    matrix_metrics,
+    null_angles,
+    null_seed,
+    null_update,
+    principal_angles,
+    spectrum,
+)
 from tunescope.cli import main
 
 
