@@ -3,6 +3,7 @@ checkpoints of each architecture family (fused and transposed layouts included).
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def _per_rank(pairs: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
                                     "u_align": ranked["u_align"].numpy(), "v_align": ranked["v_align"].numpy(),
                                     "rel_sigma_change": ranked["rel_sigma_change"].numpy(),
                                     "u_angle_null": nu.numpy(), "v_angle_null": nv.numpy()}))
-    return pd.concat(frames, ignore_index=True)
+    return pd.read_csv(io.StringIO(pd.concat(frames, ignore_index=True).to_csv(index=False)))  # as the report reads it
 
 
 def _rotate_edges(rng: np.random.Generator, n: int = 30, theta: float = 0.3) -> tuple[np.ndarray, np.ndarray]:

@@ -110,7 +110,7 @@ class HFEngine:
     """One model on one device; the tokenizer is shared across a sweep."""
 
     def __init__(self, path: str | Path, tok: PreTrainedTokenizerBase, device: str = "auto",
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", compact: bool = True) -> None:
         self.path, self.tok, self.device = Path(path), tok, pick_device(device)
         torch_dtype = {"auto": torch.bfloat16 if self.device.type == "cuda" else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -118,6 +118,9 @@ class HFEngine:
         if self.model.get_output_embeddings().weight.shape[0] < len(tok):
             raise UserError(f"{path}: the model's vocabulary is smaller than the tokenizer's ({len(tok)}); "
                             "evaluate checkpoints of one base model per sweep")
+        from tunescope.evaluate import compact as cmp
+
+        self.compact = cmp.CompactLlama(self.model) if compact and cmp.supports(self.model) else None
 
     # ---------------------------------------------------------------- generation
     @torch.inference_mode()
@@ -126,9 +129,12 @@ class HFEngine:
                  progress: str | None = None) -> list[list[Generation]]:
         """`n_samples` completions per prompt (token ids from `render_prompt`), in input order.
 
-        temperature 0 is greedy. Sampling is seeded per batch from `seed`, so results do not depend
-        on what ran before (they do depend on batch composition, as with any batched sampler).
+        temperature 0 is greedy, with the compact decoder (`evaluate.compact`) when the model is a
+        plain Llama on CPU. Sampling is seeded per batch from `seed`, so results do not depend on
+        what ran before (they do depend on batch composition, as with any batched sampler).
         """
+        if self.compact is not None and temperature == 0 and n_samples == 1:
+            return self._generate_compact(prompts, max_new_tokens, batch_size, progress)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[list[Generation]] = [[] for _ in prompts]
         eos = self._eos_ids()
@@ -154,6 +160,22 @@ class HFEngine:
                 text = self.tok.decode(row[:n_tok], skip_special_tokens=True)
                 h = float(ent[r, : n_tok + (stop is not None)].sum())  # the eos step is a real choice too
                 out[idx[r // n_samples]].append(Generation(text, n_tok, stop is None, h, tuple(row[:n_tok])))
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def _generate_compact(self, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                          progress: str | None) -> list[list[Generation]]:
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[list[Generation]] = [[] for _ in prompts]
+        eos = self._eos_ids()
+        bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, leave=False)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            done = self.compact.greedy([prompts[i] for i in idx], max_new_tokens, eos, self.tok.pad_token_id)
+            for i, (ids, truncated, h) in zip(idx, done):
+                text = self.tok.decode(ids, skip_special_tokens=True)
+                out[i].append(Generation(text, len(ids), truncated, h, tuple(ids)))
             bar.update(len(idx))
         bar.close()
         return out

@@ -60,6 +60,7 @@ class EvalConfig:
     mc_template: str = "<answer>{choice}</answer>"  # scored continuation; {choice} = option text, {letter}
     mc_cloze: bool = True  # items with meta["cloze"] (the option stated as a sentence) score that instead
     backend: Literal["auto", "hf", "vllm"] = "auto"  # auto = vLLM when installed and a GPU exists
+    compact: bool = True  # hf backend, greedy, plain Llama on CPU: the compact decoder (evaluate/compact.py)
     device: str = "auto"  # auto = cuda when available
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
     kl_items: int = 32  # gold completions teacher-forced for KL (needs a reference); 0 = no KL
@@ -175,7 +176,7 @@ def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:
 
     if not (Path(path) / "config.json").is_file():
         raise UserError(f"{path} has no config.json; it is not a model directory")
-    return HFEngine(path, tok, cfg.device, cfg.dtype)
+    return HFEngine(path, tok, cfg.device, cfg.dtype, compact=cfg.compact)
 
 
 # ------------------------------------------------------------------------------------------ one checkpoint

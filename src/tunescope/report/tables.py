@@ -287,7 +287,7 @@ def spectrum_excess(pr: pd.DataFrame) -> dict[str, float] | None:
     r = _rank_angles(pr)
     edge = (r["rank_frac"] < EDGES[0]) | (r["rank_frac"] >= EDGES[1])
     per = []
-    for _, g in r.groupby(["tensor", "part"], sort=False):
+    for _, g in r.groupby(["tensor", "part"], sort=False, dropna=False):  # part is empty (NaN) when not split
         e, b = edge.loc[g.index], ~edge.loc[g.index]
         if e.any() and b.any():
             raw = (g.loc[e, ["u_deg", "v_deg"]].to_numpy().mean() - g.loc[b, ["u_deg", "v_deg"]].to_numpy().mean())
