@@ -185,14 +185,11 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: Eval
     samples: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     lengths, ent_sum, ent_steps = [], 0.0, 0
+    generated = _generate_all(m, engine, [s for s in prepared if _generative(s, cfg)], cfg)
     for s in prepared:
         base = {"model": m.name, "path": str(m.path), "step": m.step, "suite": s.name}
-        generative = s.task.kind == "generate" or cfg.mc_mode in ("generate", "both")
-        if generative:
-            seed = cfg.seed ^ zlib.crc32(s.name.encode())
-            gens = engine.generate(s.prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                   top_p=cfg.top_p, n_samples=cfg.n_samples, batch_size=cfg.batch_size,
-                                   seed=seed, progress=f"{m.name} {s.name}")
+        if _generative(s, cfg):
+            gens = generated[s.name]
             per_item = np.zeros((len(s.items), cfg.n_samples))  # (N, n)
             answered = np.zeros_like(per_item)
             outcomes: list[list[str | None]] = [[] for _ in s.items]
@@ -237,6 +234,27 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: Eval
             "kl_ci_high": kl_hi, "mean_length": float(np.mean(lengths)) if lengths else float("nan"),
             "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": n_tok}
     return samples, scores, dist
+
+
+def _generative(s: _Suite, cfg: EvalConfig) -> bool:
+    return s.task.kind == "generate" or cfg.mc_mode in ("generate", "both")
+
+
+def _generate_all(m: ModelRef, engine: Engine, suites: list[_Suite], cfg: EvalConfig) -> dict[str, list]:
+    """Completions of every generative suite's prompts. Greedy decoding does not depend on what else
+    is in a batch, so all suites go through one call (fewer, fuller batches, sorted by length);
+    sampling is seeded per suite, so each suite gets its own call."""
+    kw = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
+          "n_samples": cfg.n_samples, "batch_size": cfg.batch_size}
+    if cfg.temperature == 0 and suites:
+        gens = engine.generate([p for s in suites for p in s.prompts], seed=cfg.seed, **kw,
+                               progress=f"{m.name} {', '.join(s.name for s in suites)}")
+        out, k = {}, 0
+        for s in suites:
+            out[s.name], k = gens[k:k + len(s.prompts)], k + len(s.prompts)
+        return out
+    return {s.name: engine.generate(s.prompts, seed=cfg.seed ^ zlib.crc32(s.name.encode()), **kw,
+                                    progress=f"{m.name} {s.name}") for s in suites}
 
 
 def _score_completion(task: Task, item: Item, text: str) -> dict[str, Any]:

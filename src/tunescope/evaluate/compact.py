@@ -1,0 +1,178 @@
+"""A compact greedy decoder for small Llama-architecture models on CPU (the organism's evaluations).
+
+For a model of a few million parameters, Hugging Face `generate` spends most of a decoding step in
+Python around the model (mask building, cache objects, logits processors), not in arithmetic. This
+decoder runs the same network — the same weights, RMSNorm, rotary embedding, grouped-query
+attention (`scaled_dot_product_attention`), SwiGLU MLP, tied or untied head — as a handful of
+tensor operations per layer over a preallocated KV cache, and drops finished rows from the batch, so
+the work follows the tokens still being generated rather than the longest completion of a batch.
+
+It is used by `HFEngine.generate` for greedy decoding when `supports(model)` holds (plain Llama:
+default rotary embedding, no biases, SiLU, no logit-changing generation settings); everything else
+goes through `generate`. Its logits agree with the Hugging Face forward to float32 rounding
+(tested); greedy tokens are the same except where two tokens tie to within that rounding.
+
+Shapes: B rows, P prompt width (left-padded), S = P + max_new_tokens cache positions, L layers,
+H query heads, K key/value heads, D head size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# generation settings that change the logits or the choice of a greedy step: off (or absent) here
+_NEUTRAL = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
+            "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
+            "forced_eos_token_id": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
+            "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0)}
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether `model` is a plain Llama this decoder computes exactly as Hugging Face does (on CPU)."""
+    c = model.config
+    rope = getattr(c, "rope_parameters", None) or {}
+    gen = model.generation_config
+    return (c.model_type == "llama" and type(model).__name__ == "LlamaForCausalLM"
+            and next(model.parameters()).device.type == "cpu"
+            and rope.get("rope_type", "default") == "default" and "rope_theta" in rope
+            and not getattr(c, "attention_bias", False) and not getattr(c, "mlp_bias", False)
+            and c.hidden_act == "silu" and getattr(c, "pretraining_tp", 1) == 1
+            and all(getattr(gen, k, None) in ok for k, ok in _NEUTRAL.items()))
+
+
+COMPACT_AT = 0.75  # drop finished rows once no more than this share of the batch is still generating
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor  # (E,)
+    qkv: torch.Tensor  # ((H + 2K) * D, E): q, k and v projections stacked
+    o: torch.Tensor  # (E, H * D)
+    ln2: torch.Tensor  # (E,)
+    gate_up: torch.Tensor  # (2I, E)
+    down: torch.Tensor  # (E, I)
+
+
+class CompactLlama:
+    """The decoding network of a `LlamaForCausalLM`, read from its parameters (shared, not copied
+    except the stacked projections)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        c = model.config
+        self.h, self.k = c.num_attention_heads, c.num_key_value_heads
+        self.d = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.eps, self.inter = c.rms_norm_eps, c.intermediate_size
+        p = {n: t.detach() for n, t in model.named_parameters()}
+        self.layers = [_Layer(
+            ln1=p[f"model.layers.{i}.input_layernorm.weight"],
+            qkv=torch.cat([p[f"model.layers.{i}.self_attn.{x}_proj.weight"] for x in "qkv"]),
+            o=p[f"model.layers.{i}.self_attn.o_proj.weight"],
+            ln2=p[f"model.layers.{i}.post_attention_layernorm.weight"],
+            gate_up=torch.cat([p[f"model.layers.{i}.mlp.gate_proj.weight"], p[f"model.layers.{i}.mlp.up_proj.weight"]]),
+            down=p[f"model.layers.{i}.mlp.down_proj.weight"]) for i in range(c.num_hidden_layers)]
+        self.embed = p["model.embed_tokens.weight"]  # (V, E)
+        self.norm = p["model.norm.weight"]
+        self.head = model.get_output_embeddings().weight.detach()  # (V, E); the embedding when tied
+        theta = c.rope_parameters["rope_theta"]
+        self.inv_freq = 1.0 / theta ** (torch.arange(0, self.d, 2, dtype=torch.float32) / self.d)  # (D/2,)
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * w
+
+    def _rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = pos[..., None].float() * self.inv_freq  # (B, T, D/2)
+        f = torch.cat((f, f), -1)[:, None]  # (B, 1, T, D)
+        return f.cos(), f.sin()
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = self.d // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(D) + mask) v with K key/value heads shared by H/K query heads each.
+        A decoding step (T = 1) is two batched matrix products, faster on CPU than the fused kernel."""
+        b, _, t, _ = q.shape
+        if t > 1:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.h != self.k)
+        g = self.h // self.k
+        qg = q.reshape(b, self.k, g, self.d)  # (B, K, G, D): the query heads of each key/value head
+        att = (qg @ k.transpose(-1, -2)) * self.d ** -0.5  # (B, K, G, S)
+        att = att.masked_fill(~mask[:, :, 0, :, None].transpose(-1, -2), float("-inf")).softmax(-1)
+        return (att @ v).reshape(b, self.h, 1, self.d)
+
+    def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], start: int,
+                keys: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) of the last position of `ids` (B, T) at cache positions [start, start + T).
+
+        `pos` (B, T) are the rotary positions, `keys` (B, start + T) marks the cache positions a row
+        may attend to (its prompt and generated tokens, not its left padding)."""
+        b, t = ids.shape
+        kc, vc = cache  # each (L, B, K, S, D)
+        x = self.embed[ids]  # (B, T, E)
+        cos, sin = self._rope(pos)
+        end = start + t
+        causal = torch.ones(t, end, dtype=torch.bool).tril(start)  # (T, end)
+        mask = keys[:, None, None, :end] & causal  # (B, 1, T, end)
+        if start == 0:  # a padding query attends to itself, so that no row of the softmax is empty
+            mask |= torch.eye(t, dtype=torch.bool)
+        hd, kd = self.h * self.d, self.k * self.d
+        for i, w in enumerate(self.layers):
+            q, k, v = (self._rms(x, w.ln1) @ w.qkv.T).split([hd, kd, kd], -1)
+            q = self._rotate(q.view(b, t, self.h, self.d).transpose(1, 2), cos, sin)  # (B, H, T, D)
+            kc[i, :, :, start:end] = self._rotate(k.view(b, t, self.k, self.d).transpose(1, 2), cos, sin)
+            vc[i, :, :, start:end] = v.view(b, t, self.k, self.d).transpose(1, 2)
+            a = self._attend(q, kc[i, :, :, :end], vc[i, :, :, :end], mask)  # (B, H, T, D)
+            x = x + a.transpose(1, 2).reshape(b, t, hd) @ w.o.T
+            g, u = (self._rms(x, w.ln2) @ w.gate_up.T).split([self.inter, self.inter], -1)
+            x = x + (F.silu(g) * u) @ w.down.T
+        return self._rms(x[:, -1], self.norm) @ self.head.T  # (B, V)
+
+    @torch.inference_mode()
+    def greedy(self, prompts: list[list[int]], max_new_tokens: int, eos: set[int],
+               pad: int) -> list[tuple[list[int], bool, float]]:
+        """Greedy completions of one batch: per prompt (ids without the end-of-sequence token,
+        truncated, sum of the raw next-token entropies including the end-of-sequence step)."""
+        b, width = len(prompts), max(len(p) for p in prompts)
+        s = width + max_new_tokens
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, P)
+        keys = torch.zeros(b, s, dtype=torch.bool)
+        for r, p in enumerate(prompts):
+            keys[r, width - len(p):] = True
+        pos = (keys[:, :width].long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        dt = self.embed.dtype
+        cache = (torch.zeros(len(self.layers), b, self.k, s, self.d, dtype=dt), None)
+        cache = (cache[0], torch.zeros_like(cache[0]))
+        logits = self.forward(ids, pos, cache, 0, keys)
+        nxt_pos = pos[:, -1] + 1  # (B,)
+        rows = torch.arange(b)  # the original row of each row of the batch
+        alive = torch.ones(b, dtype=torch.bool)  # rows still generating (finished ones ride along until dropped)
+        out: list[list[int]] = [[] for _ in prompts]
+        ent = [0.0] * b
+        stopped = [False] * b
+        eos_t = torch.tensor(sorted(eos))
+        for t in range(max_new_tokens):
+            logp = torch.log_softmax(logits.float(), -1)  # (B', V)
+            h = -(logp.exp() * logp).sum(-1)
+            tok = logits.argmax(-1)  # (B',)
+            done = torch.isin(tok, eos_t) & alive
+            for r, a, d, ht, tt in zip(rows.tolist(), alive.tolist(), done.tolist(), h.tolist(), tok.tolist()):
+                if a:
+                    ent[r] += ht
+                    stopped[r] = stopped[r] or d
+                    if not d:
+                        out[r].append(tt)
+            alive &= ~done
+            n_alive = int(alive.sum())
+            if n_alive == 0 or t == max_new_tokens - 1:
+                break
+            if n_alive <= COMPACT_AT * len(rows):  # drop finished rows: cache, masks and positions follow
+                keep = alive.nonzero().squeeze(1)
+                rows, tok, nxt_pos, keys, alive = rows[keep], tok[keep], nxt_pos[keep], keys[keep], alive[keep]
+                cache = (cache[0][:, keep], cache[1][:, keep])
+            logits = self.forward(tok[:, None], nxt_pos[:, None], cache, width + t, keys)
+            nxt_pos = nxt_pos + 1
+        return [(out[r], not stopped[r], ent[r]) for r in range(b)]
