@@ -98,3 +98,23 @@ def test_greedy_completions_equal_hf_generate():
                 continue
             assert (x.text, x.n_tokens, x.truncated) == (y.text, y.n_tokens, y.truncated)
             assert x.entropy_sum == pytest.approx(y.entropy_sum, rel=1e-4, abs=1e-4)
+
+
+def test_option_logliks_equal_hf_with_each_context_run_once():
+    """Multiple-choice options share their item's context: the compact path runs it once per item and
+    must give HF's per-pair sums (the options of facts and two-hop items, and uneven lengths)."""
+    from tunescope.evaluate.run import EvalConfig, _prepare
+
+    path = shipped_dir("default")
+    tok = load_tokenizer(path)
+    fast, slow = HFEngine(path, tok, device="cpu"), HFEngine(path, tok, device="cpu", compact=False)
+    for suite in ("facts", "twohop"):
+        s = _prepare(suite, get_task(suite), tok, EvalConfig(n=6), render_prompt)
+        assert len({tuple(c) for c in s.contexts}) == 6 < len(s.contexts)  # options share contexts
+        assert len({len(o) for o in s.options}) > 1
+        got = fast.sequence_loglik(s.contexts, s.options, batch_size=4)
+        want = slow.sequence_loglik(s.contexts, s.options, batch_size=4)
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-4)
+    one = [[5, 6, 7]]
+    assert fast.sequence_loglik(one * 2, [[8], [8, 9, 10]], 2) == pytest.approx(
+        slow.sequence_loglik(one * 2, [[8], [8, 9, 10]], 2), rel=1e-5, abs=1e-4)

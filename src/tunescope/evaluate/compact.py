@@ -105,8 +105,9 @@ class CompactLlama:
         return (att @ v).reshape(b, self.h, 1, self.d)
 
     def forward(self, ids: torch.Tensor, pos: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], start: int,
-                keys: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) of the last position of `ids` (B, T) at cache positions [start, start + T).
+                keys: torch.Tensor, every: bool = False) -> torch.Tensor:
+        """Logits (B, V) of the last position of `ids` (B, T) at cache positions [start, start + T),
+        or (B, T, V) of every position with `every`.
 
         `pos` (B, T) are the rotary positions, `keys` (B, start + T) marks the cache positions a row
         may attend to (its prompt and generated tokens, not its left padding)."""
@@ -129,25 +130,64 @@ class CompactLlama:
             x = x + a.transpose(1, 2).reshape(b, t, hd) @ w.o.T
             g, u = (self._rms(x, w.ln2) @ w.gate_up.T).split([self.inter, self.inter], -1)
             x = x + (F.silu(g) * u) @ w.down.T
-        return self._rms(x[:, -1], self.norm) @ self.head.T  # (B, V)
+        return self._rms(x if every else x[:, -1], self.norm) @ self.head.T  # (B, [T,] V)
+
+    def _prefill(self, prompts: list[list[int]], room: int, pad: int):
+        """Left-padded prompts through the network: (last-position logits (B, V), cache with `room`
+        free positions, key mask (B, P + room), last rotary positions (B,), P)."""
+        b, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, P)
+        keys = torch.zeros(b, width + room, dtype=torch.bool)
+        for r, p in enumerate(prompts):
+            keys[r, width - len(p):] = True
+        pos = (keys[:, :width].long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        shape = (len(self.layers), b, self.k, width + room, self.d)
+        cache = (torch.zeros(shape, dtype=self.embed.dtype), torch.zeros(shape, dtype=self.embed.dtype))
+        return self.forward(ids, pos, cache, 0, keys), cache, keys, pos[:, -1], width
+
+    @torch.inference_mode()
+    def sequence_loglik(self, contexts: list[list[int]], continuations: list[list[int]], batch_size: int,
+                        pad: int) -> list[float]:
+        """Sum of log p(continuation | context) per pair. Pairs that share a context (the options of a
+        multiple-choice item) share its prefill: the context runs once, each continuation from a copy
+        of its cache."""
+        out = [0.0] * len(contexts)
+        by_ctx: dict[tuple[int, ...], list[int]] = {}
+        for i, c in enumerate(contexts):
+            by_ctx.setdefault(tuple(c), []).append(i)
+        uniq = sorted(by_ctx, key=len, reverse=True)
+        for start in range(0, len(uniq), batch_size):
+            chunk = uniq[start:start + batch_size]
+            pairs = [(r, i) for r, c in enumerate(chunk) for i in by_ctx[c]]  # (context row, pair index)
+            room = max(len(continuations[i]) for _, i in pairs)
+            logits, cache, keys, last, width = self._prefill([list(c) for c in chunk], room, pad)
+            first = torch.log_softmax(logits.float(), -1)  # (B, V): predicts each continuation's first token
+            rows = torch.tensor([r for r, _ in pairs])
+            conts = [continuations[i] for _, i in pairs]
+            n = max(len(c) for c in conts) - 1  # tokens fed after the first
+            for (r, i), cont in zip(pairs, conts):
+                out[i] = float(first[r, cont[0]]) if cont else -float("inf")
+            if n <= 0:
+                continue
+            ids = torch.tensor([c[:-1] + [pad] * (n - len(c) + 1) if c else [pad] * n for c in conts])  # (B', n)
+            pos = last[rows, None] + 1 + torch.arange(n)  # (B', n)
+            k2 = keys[rows].clone()
+            k2[:, width + n:] = False
+            lp = torch.log_softmax(self.forward(ids, pos, (cache[0][:, rows], cache[1][:, rows]), width, k2,
+                                                every=True).float(), -1)  # (B', n, V)
+            for j, ((_, i), cont) in enumerate(zip(pairs, conts)):
+                if len(cont) > 1:
+                    out[i] += float(lp[j, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum())
+        return out
 
     @torch.inference_mode()
     def greedy(self, prompts: list[list[int]], max_new_tokens: int, eos: set[int],
                pad: int) -> list[tuple[list[int], bool, float]]:
         """Greedy completions of one batch: per prompt (ids without the end-of-sequence token,
         truncated, sum of the raw next-token entropies including the end-of-sequence step)."""
-        b, width = len(prompts), max(len(p) for p in prompts)
-        s = width + max_new_tokens
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, P)
-        keys = torch.zeros(b, s, dtype=torch.bool)
-        for r, p in enumerate(prompts):
-            keys[r, width - len(p):] = True
-        pos = (keys[:, :width].long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
-        dt = self.embed.dtype
-        cache = (torch.zeros(len(self.layers), b, self.k, s, self.d, dtype=dt), None)
-        cache = (cache[0], torch.zeros_like(cache[0]))
-        logits = self.forward(ids, pos, cache, 0, keys)
-        nxt_pos = pos[:, -1] + 1  # (B,)
+        b = len(prompts)
+        logits, cache, keys, last, width = self._prefill(prompts, max_new_tokens, pad)
+        nxt_pos = last + 1  # (B,)
         rows = torch.arange(b)  # the original row of each row of the batch
         alive = torch.ones(b, dtype=torch.bool)  # rows still generating (finished ones ride along until dropped)
         out: list[list[int]] = [[] for _ in prompts]

@@ -219,7 +219,10 @@ class HFEngine:
 
     def sequence_loglik(self, contexts: list[list[int]], continuations: list[list[int]],
                         batch_size: int = 16) -> list[float]:
-        """Sum of log p(continuation tokens | context) for each pair (multiple-choice options)."""
+        """Sum of log p(continuation tokens | context) for each pair (multiple-choice options); with the
+        compact decoder, pairs that share a context share its forward pass."""
+        if self.compact is not None:
+            return self.compact.sequence_loglik(contexts, continuations, batch_size, self.tok.pad_token_id)
         out = [0.0] * len(contexts)
         for i, lp in self.continuation_logprobs(contexts, continuations, batch_size):
             tgt = torch.tensor(continuations[i])  # (L,)

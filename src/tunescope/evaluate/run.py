@@ -49,6 +49,7 @@ class EvalConfig:
     """How to evaluate. Defaults: greedy, 64 items per suite, option log-likelihood for multiple choice."""
 
     n: int = 64  # items per suite (the first n of its test split); 0 = all
+    n_final: int | None = None  # items per suite for final models (a run's last checkpoint, a lone model); None = n
     n_by_suite: dict[str, int] = field(default_factory=dict)  # per-suite n, e.g. {game24_ood: 0}: all OOD hands
     max_new_tokens: int = 256  # longer is slower; truncated completions are scored as they are
     batch_size: int = 16  # prompts per generation batch; larger is faster until memory runs out
@@ -72,8 +73,8 @@ class EvalConfig:
     lm_eval_limit: int | None = None  # items per lm-eval task (None = all)
 
     def __post_init__(self) -> None:
-        if self.n < 0 or any(v < 0 for v in self.n_by_suite.values()):
-            raise UserError("eval: n and every n_by_suite value must be >= 0 (0 = all items)")
+        if self.n < 0 or (self.n_final or 0) < 0 or any(v < 0 for v in self.n_by_suite.values()):
+            raise UserError("eval: n, n_final and every n_by_suite value must be >= 0 (0 = all items)")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.n_samples < 1:
             raise UserError("eval: max_new_tokens >= 1, batch_size >= 1 and n_samples >= 1 are required")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -94,6 +95,15 @@ class _Suite:
     prompts: list[list[int]]  # rendered prompt ids per item
     contexts: list[list[int]] = field(default_factory=list)  # per (item, option): prompt + template prefix
     options: list[list[int]] = field(default_factory=list)  # per (item, option): scored continuation ids
+    n: int = 0  # items for a model that is not final (the first n of `items`, which holds the final count)
+
+    def head(self, final: bool) -> _Suite:
+        """The suite as a model sees it: every item for a final model, the first `n` for the others."""
+        if final or self.n >= len(self.items):
+            return self
+        k = sum(len(it.meta["choices"]) for it in self.items[:self.n]) if self.contexts else 0
+        return _Suite(self.name, self.task, self.items[:self.n], self.prompts[:self.n], self.contexts[:k],
+                      self.options[:k], self.n)
 
 
 # ------------------------------------------------------------------------------------------ sweep
@@ -120,14 +130,15 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
     kl_ctx, kl_resp = _prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
     ref_engine = _reference_engine(reference, tok, cfg) if kl_ctx and todo else None
 
+    final = _finals(models)
     for m in tqdm(todo, desc="checkpoints", disable=len(todo) < 2):
         engine = None
         try:
             samples, scores, dist = [], [], None
             if prepared:
                 engine = _make_engine(m.path, tok, cfg)
-                samples, scores, dist = _evaluate_one(m, engine, prepared, cfg, ref_engine, kl_ctx, kl_resp,
-                                                      reference)
+                samples, scores, dist = _evaluate_one(m, engine, [s.head(key(m) in final) for s in prepared], cfg,
+                                                      ref_engine, kl_ctx, kl_resp, reference)
                 engine.close()
             if cfg.lm_eval:
                 from tunescope.evaluate.lmeval import run_lm_eval
@@ -153,6 +164,19 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
                         + "; ".join(f"{k}: {v}" for k, v in state["failed"].items())
                         + f". Results of the others are in {out}; fix and rerun to resume")
     return pd.read_csv(out / "scores.csv") if (out / "scores.csv").exists() else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def _finals(models: list[ModelRef]) -> set[str]:
+    """Keys of the final models: each run's last checkpoint in the sweep, and every model outside a run."""
+    last: dict[Path, ModelRef] = {}
+    for m in models:
+        if m.step is None:
+            last[m.path] = m
+        else:
+            run = m.path.parent
+            if run not in last or (last[run].step or 0) < m.step:
+                last[run] = m
+    return {key(m) for m in last.values()}
 
 
 def _reference_engine(reference: Path | None, tok: Any, cfg: EvalConfig) -> Engine:
@@ -325,10 +349,14 @@ def _row(m: ModelRef, **kw: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ preparation
 def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _Suite:
-    items = _test_items(task, cfg.n_by_suite.get(name, cfg.n))
+    """A suite's items for final models (n_final, or n), with the count for the others (n; n_by_suite
+    sets both). The others' items are the first ones of the final models', so they can be paired."""
+    n = cfg.n_by_suite.get(name, cfg.n)
+    n_final = cfg.n_by_suite.get(name, cfg.n if cfg.n_final is None else cfg.n_final)
+    items = _test_items(task, 0 if 0 in (n, n_final) else max(n, n_final))
     if not items:
         raise UserError(f"suite '{name}' has no test items")
-    s = _Suite(name, task, items, [render(tok, it.prompt) for it in items])
+    s = _Suite(name, task, items, [render(tok, it.prompt) for it in items], n=len(items) if n == 0 else n)
     if task.kind == "choice":
         for item, prompt in zip(items, s.prompts):
             if not item.meta.get("choices"):
