@@ -4,7 +4,9 @@
 
 1. Greedy generation on maths prompts with the HF engine: per-sample wall time at batch size 32
    against one prompt at a time (the issue's goal: >= 5x), and whether the outputs agree.
-2. A whole run: a run directory of 3 checkpoints (the organism and two noised copies standing in for
+2. Throughput at the default study's settings (`bench_throughput`): scored items per second on one
+   checkpoint, Hugging Face generate at batch 32 against the compact greedy decoder at the study's batch.
+3. A whole run: a run directory of 3 checkpoints (the organism and two noised copies standing in for
    fine-tuned ones) evaluated with `evaluate()` on all seven organism suites, with KL to the organism.
 
 Uses the `default` organism when it is already built (cached), else the `smoke` organism (built in
@@ -80,11 +82,42 @@ def bench_run(path: Path, work: Path) -> dict:
             "kl": dict(zip(dist.step, dist.kl.round(4))), "mean_length": dict(zip(dist.step, dist.mean_length.round(1)))}
 
 
+def bench_throughput(path: Path, work: Path) -> dict:
+    """Scored items per second on one checkpoint at the default study's settings (its evaluation
+    settings from study_default.yaml, no KL): Hugging Face `generate` at the study's former batch of
+    32 against the compact greedy decoder at the study's batch. The same scores are required."""
+    import yaml
+
+    from tunescope.checkpoints import resolve_models
+    from tunescope.evaluate import EvalConfig, evaluate
+    from tunescope.study.config import CONFIGS
+
+    study = yaml.safe_load((CONFIGS / "study_default.yaml").read_text())["evaluation"]
+    settings = {**study["settings"], "kl_items": 0}
+    models = resolve_models([path])
+    evaluate(models, ["maths"], work / "warm", EvalConfig(n=2, max_new_tokens=4, kl_items=0))  # imports, caches
+    res, acc = {"suites": study["suites"], "settings": settings}, {}
+    for name, over in (("hf_generate_batch32", {"compact": False, "batch_size": 32}),
+                       ("compact_study_batch", {"compact": True})):
+        t0 = time.perf_counter()
+        df = evaluate(models, study["suites"], work / name, EvalConfig(**{**settings, **over}))
+        wall = time.perf_counter() - t0
+        a = df[df.metric == "accuracy"]
+        acc[name] = dict(zip(a.suite, a.value.round(4)))
+        res[name] = {"wall_s": round(wall, 2), "items": int(a.n.sum()), "items_per_s": round(a.n.sum() / wall, 1)}
+    res["speedup"] = round(res["compact_study_batch"]["items_per_s"] / res["hf_generate_batch32"]["items_per_s"], 2)
+    res["goal_speedup"] = 3.0
+    res["same_scores"] = acc["hf_generate_batch32"] == acc["compact_study_batch"]
+    return res
+
+
 def run(out: Path) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     preset, path = pick_organism()
     res: dict = {"organism": preset, "organism_path": str(path), "load_avg_before": os.getloadavg()[0]}
     res["generation"] = bench_generation(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        res["throughput"] = bench_throughput(path, Path(tmp))
     with tempfile.TemporaryDirectory() as tmp:
         res["whole_run"] = bench_run(path, Path(tmp))
     res["load_avg_after"] = os.getloadavg()[0]

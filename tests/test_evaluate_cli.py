@@ -177,3 +177,26 @@ def test_overrides_are_bare_key_value_words_anywhere(smoke_organism, tmp_path):
     assert state["config"]["n"] == 2 and state["config"]["seed"] == 3 and state["config"]["max_new_tokens"] == 4
     n = pd.read_csv(out / "scores.csv").groupby("suite")["n"].max()
     assert n["maths"] == 2 and n["facts"] == 5  # per-suite item counts
+
+
+def test_final_checkpoint_and_lone_models_get_n_final_items_the_others_their_first_n(smoke_organism, tmp_path):
+    """n_final: a run's last checkpoint and a model outside a run are scored on more items; the other
+    checkpoints on the first n of them (the same items, so that they pair), choice options included."""
+    import json
+
+    run = tmp_path / "run"
+    for step in (10, 20, 30):
+        checkpoint(smoke_organism, run, step)  # identical weights: the shared items must score identically
+    assert main(["eval", str(run), str(smoke_organism), "--suite", "maths,facts", "--out", str(tmp_path / "e"),
+                 "n=2", "n_final=3", "n_by_suite={facts: 4}", "max_new_tokens=8", "kl_items=0"]) == 0
+    scores = pd.read_csv(tmp_path / "e" / "scores.csv")
+    acc = scores[scores["metric"] == "accuracy"].set_index(["step", "suite"])["n"]
+    assert acc.loc[(10, "maths")] == acc.loc[(20, "maths")] == 2 and acc.loc[(30, "maths")] == 3
+    assert (acc.xs("facts", level="suite") == 4).all()  # n_by_suite sets every model's count
+    lone = scores[(scores["metric"] == "accuracy") & scores["step"].isna()].set_index("suite")["n"]
+    assert lone.to_dict() == {"maths": 3, "facts": 4}
+    samples = [json.loads(x) for x in (tmp_path / "e" / "samples.jsonl").read_text().splitlines()]
+    by = {}
+    for r in samples:
+        by.setdefault((r["step"], r["suite"]), []).append((r["item_id"], r["completion"], r.get("logliks")))
+    assert by[(10, "maths")] == by[(30, "maths")][:2] and by[(10, "facts")] == by[(30, "facts")]
