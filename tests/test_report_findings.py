@@ -125,6 +125,8 @@ def test_in_domain_gain_and_out_of_domain_loss_come_from_the_paired_comparisons(
     # an interval touching zero decides nothing; one below it contradicts the claim
     assert _verdicts(_comparisons((0.1, 0.0, 0.2), (-0.2, -0.3, -0.1)), "grpo_gains_id") == ["inconclusive"]
     assert _verdicts(_comparisons((-0.1, -0.2, -0.05), (-0.2, -0.3, -0.1)), "grpo_gains_id") == ["not supported"]
+    (loss,) = [x for x in compute(_comparisons((-0.1, -0.2, -0.05), (-0.2, -0.3, -0.1))) if x.claim_id == "grpo_gains_id"]
+    assert loss.seeds_agreeing == 0  # seeds agree with the claim, not with the estimate's sign
     assert _verdicts(_comparisons((0.3, 0.2, 0.4), (0.2, 0.1, 0.3)), "sft_forgets_more") == ["not supported"]
     assert _verdicts(_comparisons((0.3, 0.2, 0.4), (-0.05, -0.1, 0.02)), "sft_forgets_more") == ["inconclusive"]
 

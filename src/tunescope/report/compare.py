@@ -171,7 +171,7 @@ def comparisons(manifest: dict[str, Any], acc: pd.DataFrame, runs: pd.DataFrame,
             if d.method == "none":
                 continue
             suite = suite if isinstance(suite, str) else POOLED_OOD
-            agree = sum(np.sign(x) == np.sign(d.value) != 0 for x in d.per_seed)
+            agree = sum(np.sign(x) == np.sign(d.value) != 0 for x in d.per_seed)  # with the pooled estimate's sign
             rows.append({"comparison": kind, "a": a, "b": b, "a_label": label.get(a, a), "b_label": label.get(b, b),
                          "suite": suite, "a_value": d.mean_a, "b_value": d.mean_b, "diff": d.value, "ci_low": d.low,
                          "ci_high": d.high, "n_items": d.n_items, "seeds_a": d.seeds_a, "seeds_b": d.seeds_b,

@@ -170,6 +170,11 @@ def _diff_text(row: pd.Series) -> str:
                else ""))
 
 
+def _agreeing(row: pd.Series, sign: int = 1) -> int:
+    """Training seeds whose own difference (the row's per_seed) points the claim's way (`sign`)."""
+    return sum(sign * float(x) > 0 for x in str(row["per_seed"]).split())
+
+
 def _seed_count(row: pd.Series) -> int:
     return int(max(row["seeds_a"], row["seeds_b"]))
 
@@ -189,7 +194,7 @@ def _versus_base(t: dict[str, pd.DataFrame]) -> list[Finding]:
         verdict = verdict_of(row["ci_low"], row["ci_high"])
         out.append(_claim("accuracy", f"In-domain ({g.task}), final against the base: {_diff_text(row)}.",
                           "grpo_gains_id", verdict, f"{g.label} vs base, {g.task}", row["diff"], row["ci_low"],
-                          row["ci_high"], int(row["seeds_agreeing"]), _seed_count(row)))
+                          row["ci_high"], _agreeing(row), _seed_count(row)))
     pooled = c[(c["comparison"] == "sft vs grpo") & (c["suite"] == POOLED_OOD)].set_index("a")
     runs = runs.set_index("run")
     for s_run, g_run in _pairs(t):
@@ -211,7 +216,7 @@ def _versus_base(t: dict[str, pd.DataFrame]) -> list[Finding]:
         text += f" All out-of-domain items pooled, {_diff_text(row)}."
         out.append(_claim("accuracy", text, "sft_forgets_more", verdict_of(row["ci_low"], row["ci_high"], sign=-1),
                           f"{runs.loc[s_run, 'label']} vs {runs.loc[g_run, 'label']}", row["diff"], row["ci_low"],
-                          row["ci_high"], sum(float(x) < 0 for x in str(row["per_seed"]).split()), _seed_count(row)))
+                          row["ci_high"], _agreeing(row, -1), _seed_count(row)))
     return out
 
 
