@@ -171,10 +171,8 @@ class CompactLlama:
                 continue
             ids = torch.tensor([c[:-1] + [pad] * (n - len(c) + 1) if c else [pad] * n for c in conts])  # (B', n)
             pos = last[rows, None] + 1 + torch.arange(n)  # (B', n)
-            k2 = keys[rows].clone()
-            k2[:, width + n:] = False
-            lp = torch.log_softmax(self.forward(ids, pos, (cache[0][:, rows], cache[1][:, rows]), width, k2,
-                                                every=True).float(), -1)  # (B', n, V)
+            lp = torch.log_softmax(self.forward(ids, pos, (cache[0][:, rows], cache[1][:, rows]), width, keys[rows],
+                                                every=True).float(), -1)  # (B', n, V); a row's padding comes last
             for j, ((_, i), cont) in enumerate(zip(pairs, conts)):
                 if len(cont) > 1:
                     out[i] += float(lp[j, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum())
