@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from tunescope.report.claims import CLAIMS, SCORECARD_COLUMNS, scorecard, verdict_of
 from tunescope.report.compare import COLUMNS, POOLED_OOD
@@ -173,3 +176,28 @@ def test_directions_at_edges_is_judged_against_the_null_model():
         ci_low=-1.0, ci_high=-0.5)})] == ["not supported"]
     (bare,) = compute({"spectrum_sigma": sigma})
     assert bare.verdict == "inconclusive" and "No null model" in bare.text
+
+
+def test_kl_claim_pairs_the_two_runs_over_the_kl_items():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(5, 40, 30)
+    sft, grpo = rng.gamma(2.0, 0.3, 30) * tokens, rng.gamma(2.0, 0.1, 30) * tokens  # per-item KL sums
+
+    def row(run, kind, sums, kl):
+        return {"run": run, "kind": kind, "seed": 0, "step": 60, "kl": kl, "kl_ci_low": kl * 0.8,
+                "kl_ci_high": kl * 1.2, "kl_item_sums": " ".join(f"{x:.9g}" for x in sums),
+                "kl_item_tokens": " ".join(map(str, tokens))}
+    d = pd.DataFrame([row("sft", "sft", sft, sft.sum() / tokens.sum()), row("grpo", "grpo", grpo, grpo.sum() / tokens.sum())])
+    runs = _comparisons((0.3, 0.2, 0.4), (-0.2, -0.3, -0.1))["runs"]
+    (f,) = [x for x in compute({"distribution": d, "runs": runs}) if x.claim_id == "grpo_drifts_less"]
+    want = (grpo.sum() - sft.sum()) / tokens.sum()  # token-pooled difference, float64
+    assert f.effect == pytest.approx(want, rel=1e-9) and f.ci_low < want < f.ci_high < 0
+    assert f.verdict == "supported" and "paired over the KL items" in f.text
+    # the same runs swapped: GRPO drifts more, the claim fails
+    swapped = d.assign(run=["grpo", "sft"], kind=["grpo", "sft"])
+    (g,) = [x for x in compute({"distribution": swapped, "runs": runs}) if x.claim_id == "grpo_drifts_less"]
+    assert g.verdict == "not supported"
+    # without per-item KL the marginal intervals decide, and say so
+    (h,) = [x for x in compute({"distribution": d.drop(columns=["kl_item_sums", "kl_item_tokens"]), "runs": runs})
+            if x.claim_id == "grpo_drifts_less"]
+    assert "no per-item KL" in h.text and math.isnan(h.ci_low)

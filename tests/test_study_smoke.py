@@ -175,3 +175,16 @@ def test_ood_peak_differences_are_paired_over_items(smoke_study):
         assert peak[f"{name}_low"] <= peak[name] <= peak[f"{name}_high"]
     rec = pd.read_csv(smoke_study / "tables" / "recovery.csv")
     assert set(rec["interval"]) <= {"paired-bootstrap", "none"} and (rec["n_items"] == 4).all()
+
+
+def test_distribution_rows_carry_the_per_item_kl_they_pool(smoke_study):
+    """distribution.csv's kl is the token-pooled mean of its per-item KL sums (what the KL claim pairs)."""
+    manifest = json.loads((smoke_study / "study.json").read_text())
+    rows = pd.concat([pd.read_csv(Path(r["dir"]) / "distribution.csv") for r in manifest["stages"].values()
+                      if r["kind"] == "evaluate" and (Path(r["dir"]) / "distribution.csv").is_file()])
+    rows = rows[rows["kl"].notna()]
+    assert len(rows) > 3
+    for r in rows.itertuples():
+        sums = np.asarray(str(r.kl_item_sums).split(), dtype=np.float64)
+        tokens = np.asarray(str(r.kl_item_tokens).split(), dtype=np.float64)
+        assert len(sums) == len(tokens) == 4 and math.isclose(sums.sum() / tokens.sum(), r.kl, rel_tol=1e-6, abs_tol=1e-9)

@@ -25,7 +25,7 @@ from tunescope.provenance import provenance, write_json
 
 SCORE_COLUMNS = ["model", "path", "method", "step", "fraction", "suite", "metric", "value", "ci_low", "ci_high", "n"]
 DIST_COLUMNS = ["model", "path", "step", "fraction", "reference", "kl", "kl_ci_low", "kl_ci_high",
-                "mean_length", "mean_entropy", "n_tokens"]
+                "mean_length", "mean_entropy", "n_tokens", "kl_item_sums", "kl_item_tokens"]
 
 
 def key(m: ModelRef) -> str:

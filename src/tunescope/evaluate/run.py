@@ -245,7 +245,7 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: Eval
             scores.append(_metric(m, s.name, "accuracy", acc, cfg))
             scores.append(_metric(m, s.name, "accuracy_norm", acc_norm, cfg))
 
-    kl, kl_lo, kl_hi, n_tok = float("nan"), float("nan"), float("nan"), 0
+    kl, kl_lo, kl_hi, n_tok, sums, counts = float("nan"), float("nan"), float("nan"), 0, [], []
     if ref_engine is not None and kl_ctx:
         from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
 
@@ -256,7 +256,9 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: Eval
     dist = {"model": m.name, "path": str(m.path), "step": m.step, "fraction": m.fraction,
             "reference": str(reference) if reference else None, "kl": kl, "kl_ci_low": kl_lo,
             "kl_ci_high": kl_hi, "mean_length": float(np.mean(lengths)) if lengths else float("nan"),
-            "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": n_tok}
+            "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": n_tok,
+            # per KL item (same items and order for every model of a sweep): so that two models' KL can pair
+            "kl_item_sums": " ".join(f"{x:.9g}" for x in sums), "kl_item_tokens": " ".join(map(str, counts))}
     return samples, scores, dist
 
 
