@@ -200,3 +200,13 @@ def test_final_checkpoint_and_lone_models_get_n_final_items_the_others_their_fir
     for r in samples:
         by.setdefault((r["step"], r["suite"]), []).append((r["item_id"], r["completion"], r.get("logliks")))
     assert by[(10, "maths")] == by[(30, "maths")][:2] and by[(10, "facts")] == by[(30, "facts")]
+
+
+def test_appending_to_a_table_an_older_version_wrote_keeps_its_rows_and_the_columns_aligned(tmp_path):
+    from tunescope.evaluate.outputs import DIST_COLUMNS, append
+
+    old = DIST_COLUMNS[:-2]  # before the per-item KL columns
+    pd.DataFrame([{c: 1 for c in old}]).to_csv(tmp_path / "distribution.csv", index=False)
+    append(tmp_path, [], [], {c: 2 for c in DIST_COLUMNS})
+    x = pd.read_csv(tmp_path / "distribution.csv")
+    assert list(x.columns) == DIST_COLUMNS and list(x["kl"]) == [1, 2] and x["kl_item_sums"].isna().tolist() == [True, False]

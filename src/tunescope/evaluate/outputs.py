@@ -80,4 +80,6 @@ def append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]
         if not rows or rows == [None]:
             continue
         f = out / name
+        if f.exists() and pd.read_csv(f, nrows=0).columns.tolist() != cols:  # written by an older version
+            pd.read_csv(f).reindex(columns=cols).to_csv(f, index=False)
         pd.DataFrame(rows, columns=cols).to_csv(f, mode="a", header=not f.exists(), index=False)
