@@ -9,6 +9,11 @@ shrink the interval. The resampling is seeded, so a rerun reproduces the interva
 pass@k is the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained on
 Code", eq. 1): with n samples of which c are correct, pass@k = 1 - C(n-c, k) / C(n, k), computed
 as a stable product. mean@k is the plain mean score over the k samples of a prompt.
+
+Paired differences (`paired_diff`): two models scored on the same items are compared item by item —
+the mean per-item difference, with a bootstrap that resamples the shared items; with several
+training seeds per side, a two-way ("pigeonhole", Owen 2007) bootstrap that resamples seeds and,
+independently, items. Coverage by simulation: bench/bench_coverage.py and docs/evaluate.md.
 """
 
 from __future__ import annotations
