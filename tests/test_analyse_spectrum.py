@@ -188,6 +188,9 @@ def test_null_angles_match_numpy() -> None:
     np.testing.assert_allclose(u.numpy(), np.mean(want_u, 0), atol=1e-6)
     np.testing.assert_allclose(v.numpy(), np.mean(want_v, 0), atol=1e-6)
     assert float(u.max()) > 1.0  # the draws do turn vectors
+    ranked, _ = matrix_metrics(torch.from_numpy(wr), torch.from_numpy(wt), [0.5], torch.float64, null=("m", 3))
+    torch.testing.assert_close(ranked["u_angle_null"], u)  # from matrix_metrics, on its own SVD of R
+    torch.testing.assert_close(ranked["v_angle_null"], v)
     same = null_update((4, 3), 1.0, null_seed("m", 0))
     assert torch.equal(same, null_update((4, 3), 1.0, null_seed("m", 0)))
     assert not torch.equal(same, null_update((4, 3), 1.0, null_seed("m", 1)))
@@ -199,8 +202,8 @@ def _per_rank(pairs: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     frames = []
     for i, (wr, wt) in enumerate(pairs):
         a, b = torch.from_numpy(wr), torch.from_numpy(wt)
-        ranked, _ = matrix_metrics(a, b, [0.5], torch.float64)
-        nu, nv = null_angles(a, b, f"m{i}", 3, torch.float64)
+        ranked, _ = matrix_metrics(a, b, [0.5], torch.float64, null=(f"m{i}", 3))
+        nu, nv = ranked["u_angle_null"], ranked["v_angle_null"]
         r = len(nu)
         frames.append(pd.DataFrame({"tensor": f"m{i}", "part": "", "rank": range(r), "rank_frac": np.arange(r) / r,
                                     "u_align": ranked["u_align"].numpy(), "v_align": ranked["v_align"].numpy(),

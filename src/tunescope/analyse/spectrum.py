@@ -83,8 +83,10 @@ def _band_angle(a: torch.Tensor, b: torch.Tensor, lo: int, hi: int) -> float:
 
 
 def matrix_metrics(w_ref: torch.Tensor, w_tgt: torch.Tensor, k_fracs: Sequence[float],
-                   dtype: torch.dtype = torch.float32) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
-    """Per-rank arrays and one dict of metrics per k_frac for a pair of (m, n) matrices."""
+                   dtype: torch.dtype = torch.float32,
+                   null: tuple[str, int] | None = None) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """Per-rank arrays and one dict of metrics per k_frac for a pair of (m, n) matrices; with
+    `null` = (matrix name, draws), also the null model's angles (`null_angles`, on R's SVD from here)."""
     r_, t_ = w_ref.to(dtype), w_tgt.to(dtype)
     u_r, s_r, vh_r = torch.linalg.svd(r_, full_matrices=False)  # (m, r), (r,), (r, n)
     u_t, s_t, vh_t = torch.linalg.svd(t_, full_matrices=False)
@@ -93,6 +95,8 @@ def matrix_metrics(w_ref: torch.Tensor, w_tgt: torch.Tensor, k_fracs: Sequence[f
     rel = (s_t - s_r) / s_r  # (r,)
     per_rank = {"sigma_ref": s_r, "sigma_target": s_t, "rel_sigma_change": rel,
                 "u_align": (u_r * u_t).sum(0).abs(), "v_align": (v_r * v_t).sum(0).abs()}
+    if null is not None:
+        per_rank["u_angle_null"], per_rank["v_angle_null"] = null_angles(w_ref, w_tgt, *null, dtype, basis=(u_r, vh_r))
 
     dw = t_ - r_  # (m, n)
     dw_sq = float((dw * dw).sum())
@@ -137,11 +141,15 @@ def null_seed(name: str, draw: int) -> int:
 
 
 def null_angles(w_ref: torch.Tensor, w_tgt: torch.Tensor, name: str, draws: int,
-                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+                dtype: torch.dtype = torch.float32,
+                basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Index-matched U and V angles (degrees, (r,), mean over `draws`) of R against R + a random update
-    of ||T - R||_F (`null_update`)."""
+    of ||T - R||_F (`null_update`). `basis`: R's (U, V^T) in `dtype` when already computed."""
     r_ = w_ref.to(dtype)
-    u_r, _, vh_r = torch.linalg.svd(r_, full_matrices=False)
+    if basis is None:
+        u_r, _, vh_r = torch.linalg.svd(r_, full_matrices=False)
+    else:
+        u_r, vh_r = basis
     norm = float(torch.linalg.matrix_norm(w_tgt.to(torch.float64) - w_ref.to(torch.float64)))
     u_sum = torch.zeros(u_r.shape[1], dtype=torch.float64)
     v_sum = torch.zeros_like(u_sum)
@@ -189,15 +197,12 @@ def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.de
             mats.append({"tensor": p.tensor, "part": p.part, "layer": p.layer, "module": p.module,
                          "rows": a.shape[0], "cols": a.shape[1], "nonfinite": True})
             continue
-        ranked, rows = matrix_metrics(a, b, ranks, dtype)
+        ranked, rows = matrix_metrics(a, b, ranks, dtype, null=(f"{p.tensor}:{p.part}", null_draws) if null_draws else None)
         ids = {"tensor": p.tensor, "part": p.part, "layer": p.layer, "module": p.module}
         r = ranked["sigma_ref"].shape[0]
         pr = pd.DataFrame({k: v.double().cpu().numpy() for k, v in ranked.items()})
         pr.insert(0, "rank_frac", (torch.arange(r, dtype=torch.float64) / r).numpy())
         pr.insert(0, "rank", range(r))
-        if null_draws:
-            pr["u_angle_null"], pr["v_angle_null"] = (x.numpy() for x in null_angles(
-                a, b, f"{p.tensor}:{p.part}", null_draws, dtype))
         per_rank.append(pr.assign(**ids)[[*ids, *pr.columns]])
         mats += [ids | {"rows": a.shape[0], "cols": a.shape[1], "nonfinite": False} | row for row in rows]
     return mats, per_rank

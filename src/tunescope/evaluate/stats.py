@@ -86,10 +86,6 @@ class Diff:
     mean_a: float = math.nan  # mean(a) and mean(b) over the shared items
     mean_b: float = math.nan
 
-    def excludes_zero(self) -> int:
-        """+1 when the interval lies above 0, -1 when below, 0 when it holds 0 (or is unknown)."""
-        return 1 if self.low > 0 else -1 if self.high < 0 else 0
-
 
 def paired_diff(a: np.ndarray | list, b: np.ndarray | list, *, paired_seeds: bool = False,
                 n_resamples: int = 2000, level: float = 0.95, seed: int = 0, chunk: int = 250) -> Diff:
