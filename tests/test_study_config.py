@@ -83,11 +83,29 @@ def test_layer_fractions_resolve_against_depth():
 
 def test_manifest_budgets_resolve_selectors_at_the_real_depth(tmp_path):
     """The resolved budgets the report prints use the base's depth, not a placeholder."""
+    from tunescope.study.plan import resolve
     from tunescope.study.runner import make_manifest
 
     cfg = load_study(None, overrides=["base.organism=smoke"])  # the default study: 60%-80% of a 2-layer organism
-    manifest = make_manifest(cfg, {})
+    manifest = make_manifest(resolve(cfg), {})
     assert manifest["runs"]["sft_frozen_mlp"]["budget_resolved"]["freeze"] == ["gate,up,down@1-1"]
+
+
+def test_the_plan_resolves_each_budget_once(tmp_path, monkeypatch):
+    """One resolution per (run, seed), at the base's depth, read by the stages and the manifest alike."""
+    from tunescope.study import plan as plan_mod
+    from tunescope.study.runner import build_stages, make_manifest
+
+    cfg = load_study(None, overrides=["base.organism=smoke", "runs.sft.seeds=[0,1]"])
+    calls = []
+    real = plan_mod.budget_for
+    monkeypatch.setattr(plan_mod, "budget_for", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    plan = plan_mod.resolve(cfg)
+    stages = {s.name: s for s in build_stages(plan, tmp_path)}
+    make_manifest(plan, {})
+    assert sorted(calls) == sorted((r, s) for r, spec in cfg.runs.items() for s in spec.seeds)
+    assert stages["train/sft_frozen_mlp/s0"].config["budget"]["freeze"] == ["gate,up,down@1-1"]
+    assert stages["train/sft/s1"].config["budget"]["seed"] == 1
 
 
 def test_cli_check_validates_without_work(tmp_path, capsys):
@@ -107,16 +125,17 @@ def test_base_stage_key_follows_the_organism_cache_key(tmp_path, monkeypatch):
     computed on the old organism."""
     import importlib
 
+    from tunescope.study.plan import resolve
     from tunescope.study.runner import build_stages
     from tunescope.study.stages import stage_key
 
     organism_build = importlib.import_module("tunescope.organism.build")  # the package exports build()
     cfg = load_study(None, preset="smoke")
-    base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
+    base = next(s for s in build_stages(resolve(cfg), tmp_path) if s.name == "base")
     before = stage_key(base, {})
     assert base.config["cache_key"] == organism_build.cache_key(organism_build.recipe_for(cfg.base.organism), 0)
     monkeypatch.setattr(organism_build, "corpus_digest", lambda name, seed: "edited-world")
-    base = next(s for s in build_stages(cfg, tmp_path) if s.name == "base")
+    base = next(s for s in build_stages(resolve(cfg), tmp_path) if s.name == "base")
     assert stage_key(base, {}) != before
 
 
@@ -156,7 +175,7 @@ def test_layers_outside_the_base_are_caught_before_work_starts(overrides, fragme
 
 
 def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path):
-    from tunescope.study.plan import eval_settings
+    from tunescope.study.plan import eval_settings, resolve
     from tunescope.study.runner import build_stages
 
     cfg = load_study(preset="smoke", overrides=["runs.sft24.evaluation={n_by_suite: {game24_ood: 0}}",
@@ -164,7 +183,7 @@ def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path
     assert eval_settings(cfg, "sft24")["n_by_suite"] == {"game24_ood": 0}
     assert eval_settings(cfg, "sft")["n"] == 4 and "n_by_suite" not in eval_settings(cfg, "sft")
     assert eval_settings(cfg, None)["n_by_suite"] == {"game24_ood": 0, "maths": 9}  # 0 = all wins
-    stages = {s.name: s for s in build_stages(cfg, tmp_path)}
+    stages = {s.name: s for s in build_stages(resolve(cfg), tmp_path)}
     assert stages["evaluate/sft24/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}
     assert stages["evaluate/restore_top20"].config["settings"]["n_by_suite"] == {"game24_ood": 0}  # from sft24
     assert stages["evaluate/sft/s0"].config["settings"]["n_by_suite"] == {}

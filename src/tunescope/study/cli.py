@@ -37,14 +37,15 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"give one study file, not {len(words)} ({', '.join(words)}); overrides are key=value")
     study = words[0] if words else None
     cfg = load_study(study, overrides, preset=args.preset)
+    from tunescope.study.plan import resolve
     from tunescope.study.runner import build_stages, run_study
     from tunescope.study.stages import StageRunner
 
     if args.check:
-        plan = StageRunner(args.out).plan(build_stages(cfg, Path(args.out)))
-        print(f"study '{cfg.name}' is valid: {len(cfg.runs)} runs, {len(plan)} stages "
-              f"({sum(c for _, _, c in plan)} cached)")
-        for st, key, cached in plan:
+        todo = StageRunner(args.out).plan(build_stages(resolve(cfg), Path(args.out)))
+        print(f"study '{cfg.name}' is valid: {len(cfg.runs)} runs, {len(todo)} stages "
+              f"({sum(c for _, _, c in todo)} cached)")
+        for st, key, cached in todo:
             print(f"  {st.name:<36} {key}  {'cached' if cached else 'to run'}")
         return 0
     report = run_study(cfg, args.out)

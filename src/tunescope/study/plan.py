@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +54,47 @@ def base_depth(cfg: StudyConfig) -> int | None:
         return None
 
 
-def check(cfg: StudyConfig) -> None:
-    """Reject what the resolved plan shows to be wrong (one line naming the key and the fix)."""
-    _check_n_by_suite(cfg, eval_config(cfg.evaluation.settings), "evaluation.settings")
+@dataclass(frozen=True)
+class Plan:
+    """A study resolved once, at its base's depth: every (run, seed)'s training budget and every
+    run's evaluation config (`None`: the base's). Stages, the manifest and `check` read it instead
+    of resolving again. `depth` is None only for a hub base not in the local cache; its freeze
+    selectors stay as written until the base stage has read the model (`budget(..., n_layers=)`)."""
+
+    cfg: StudyConfig
+    depth: int | None
+    budgets: dict[tuple[str, int], BudgetConfig]
+    evals: dict[str | None, Any]
+
+    def budget(self, run: str, seed: int, n_layers: int | None = None) -> BudgetConfig:
+        if self.depth is None and n_layers:
+            return budget_for(self.cfg, run, seed, n_layers)
+        return self.budgets[(run, seed)]
+
+
+def resolve(cfg: StudyConfig) -> Plan:
+    """The plan of a validated study (`load_study` has run `check` on it)."""
+    evals: dict[str | None, Any] = {}
     for name in cfg.runs:
         try:
-            ecfg = eval_config(eval_settings(cfg, name))
+            evals[name] = eval_config(eval_settings(cfg, name))
         except UserError as e:
             raise UserError(f"runs.{name}.evaluation: {e}") from None
-        _check_n_by_suite(cfg, ecfg, f"runs.{name}.evaluation")
-    eval_config(eval_settings(cfg, None))
+    evals[None] = eval_config(_base_settings(cfg, list(evals.values())))
     depth = base_depth(cfg)
+    budgets = {(name, seed): budget_for(cfg, name, seed, depth) for name, run in cfg.runs.items() for seed in run.seeds}
+    return Plan(cfg, depth, budgets, evals)
+
+
+def check(cfg: StudyConfig) -> Plan:
+    """Reject what the resolved plan shows to be wrong (one line naming the key and the fix)."""
+    _check_n_by_suite(cfg, eval_config(cfg.evaluation.settings), "evaluation.settings")
+    plan = resolve(cfg)
     for name, run in cfg.runs.items():
-        budget = budget_for(cfg, name, seed=run.seeds[0], n_layers=depth)
+        _check_n_by_suite(cfg, plan.evals[name], f"runs.{name}.evaluation")
         if run.dataset is None:
-            _check_pool(run.task, budget.n_train_items, f"runs.{name}.budget.n_train_items")
+            _check_pool(run.task, plan.budget(name, run.seeds[0]).n_train_items, f"runs.{name}.budget.n_train_items")
+    depth = plan.depth
     for name, iv in cfg.interventions.items():
         where = f"interventions.{name}"
         if iv.layers and depth:
@@ -82,6 +109,7 @@ def check(cfg: StudyConfig) -> None:
         if suite not in cfg.evaluation.suites:
             raise UserError(f"{where}.recovery_suite: unknown suite {suite!r}; use one of "
                             f"{', '.join(sorted(cfg.evaluation.suites))}")
+    return plan
 
 
 @functools.cache
@@ -102,7 +130,7 @@ def _check_pool(task: str, n: int, where: str) -> None:
         raise UserError(f"{where}: {problem}")
 
 
-def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> Any:
+def budget_for(cfg: StudyConfig, run: str, seed: int, n_layers: int | None) -> BudgetConfig:
     """The run's training config: the study budget <- training.settings <- the run's own keys.
 
     Shares of depth in freeze selectors ("gate,up,down@60%-80%") are resolved to layers when
@@ -172,12 +200,17 @@ def eval_settings(cfg: StudyConfig, run: str | None) -> dict[str, Any]:
     settings = dict(cfg.evaluation.settings)
     if run is not None:
         return merge(settings, cfg.runs[run].evaluation)
+    return _base_settings(cfg, [eval_config(eval_settings(cfg, name)) for name in cfg.runs])
+
+
+def _base_settings(cfg: StudyConfig, run_evals: list[Any]) -> dict[str, Any]:
     from tunescope.evaluate.run import EvalConfig
 
+    settings = dict(cfg.evaluation.settings)
     base = eval_config(settings)
     by_suite: dict[str, int] = dict(base.n_by_suite)
-    for run_name in cfg.runs:  # each run's settings were checked by `check` before this union
-        for suite, n in eval_config(eval_settings(cfg, run_name)).n_by_suite.items():
+    for ecfg in run_evals:
+        for suite, n in ecfg.n_by_suite.items():
             have = by_suite.get(suite, base.n if base.n is not None else EvalConfig().n)
             by_suite[suite] = 0 if 0 in (n, have) else max(n, have)
     return {**settings, "n_by_suite": by_suite} if by_suite else settings

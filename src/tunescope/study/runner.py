@@ -34,7 +34,7 @@ from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
 from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
-from tunescope.study.plan import base_depth, budget_for, eval_config, eval_settings, n_layers, recovery_suite
+from tunescope.study.plan import Plan, eval_config, n_layers, recovery_suite, resolve
 from tunescope.study.stages import Context, Stage, StageRunner, stage_id
 from tunescope.threads import torch_threads
 
@@ -88,16 +88,17 @@ def primary_metric(scores) -> str:
 # The stage list
 
 
-def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
+def build_stages(plan: Plan, out: Path) -> list[Stage]:
     """Every stage of the study, in dependency order: base, its evaluation, each run (train,
     evaluate, diff), the spectra, the interventions (edit, evaluate) and the report."""
+    cfg = plan.cfg
     specs = spec_suites(cfg)
     common = {"suites": list(cfg.evaluation.suites), "kl": cfg.evaluation.kl,
               "task_specs": {n: [p, _fingerprint(p)] for n, p in specs.items()},
               "data": {e: _fingerprint(e.partition("=")[2]) for e in cfg.evaluation.data}}
 
     def eval_for(run: str | None) -> dict[str, Any]:  # the evaluation of a run's checkpoints (None: base)
-        return {**common, "settings": to_dict(eval_config(eval_settings(cfg, run)))}
+        return {**common, "settings": to_dict(plan.evals[run])}
 
     settings = eval_for(None)["settings"]
     eval_cost = len(common["suites"]) * 2e-4 * settings.get("n", 64) * settings.get("max_new_tokens", 256)  # s/model
@@ -106,7 +107,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
         estimate_s=eval_cost + 10)]
     for run in _run_order(cfg):
         for seed in cfg.runs[run].seeds:
-            stages += _run_stages(cfg, run, seed, eval_for(run), eval_cost)
+            stages += _run_stages(plan, run, seed, eval_for(run), eval_cost)
     for sname, sspec in cfg.analyses.spectra.items():
         inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
         stages.append(Stage(stage_id("spectrum", sname), "spectrum", to_dict(sspec),
@@ -123,7 +124,7 @@ def build_stages(cfg: StudyConfig, out: Path) -> list[Stage]:
                                                name=n, method="intervention")], estimate_s=eval_cost))
     # the report reads every other stage; its key includes the report code, so edits re-render it
     stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
-                        _report_fn(cfg, out), inputs=[s.name for s in stages], estimate_s=15))
+                        _report_fn(plan), inputs=[s.name for s in stages], estimate_s=15))
     return stages
 
 
@@ -153,8 +154,9 @@ def _base_stage(cfg: StudyConfig) -> Stage:
                  valid=_base_still_there)
 
 
-def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any], eval_cost: float) -> list[Stage]:
+def _run_stages(plan: Plan, run: str, seed: int, eval_cfg: dict[str, Any], eval_cost: float) -> list[Stage]:
     """A run's training stage, the evaluation of its checkpoints and its weight diff."""
+    cfg = plan.cfg
     spec, train_id = cfg.runs[run], stage_id("train", run, seed)
     src, which = parse_ref(spec.init)
     inputs = ["base"]
@@ -162,15 +164,15 @@ def _run_stages(cfg: StudyConfig, run: str, seed: int, eval_cfg: dict[str, Any],
         inputs.append(stage_id("train", src, seed_of(cfg, src, seed)))
         if which == "best_ood":
             inputs.append(stage_id("evaluate", src, seed_of(cfg, src, seed)))
-    budget = budget_for(cfg, run, seed, n_layers=None)
-    # the resolved budget (packaged file + study settings + run keys), so that an edit of any
-    # of them reruns the run; layer fractions resolve against the base, an input of the stage
+    budget = plan.budget(run, seed)
+    # the resolved budget (packaged file + study settings + run keys, layers at the base's depth),
+    # so that an edit of any of them reruns the run
     conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget),
             "dataset": _fingerprint(spec.dataset) if spec.dataset else None}
     # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
     per_step = 0.3 if spec.method == "sft" else 1e-3 * (
         budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
-    stages = [Stage(train_id, "train", conf, _train_fn(cfg, run, seed), inputs=inputs,
+    stages = [Stage(train_id, "train", conf, _train_fn(plan, run, seed), inputs=inputs,
                     estimate_s=budget.max_steps * per_step, resumable=True),
               # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
               # the report takes its scores from there
@@ -237,13 +239,13 @@ def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], s
 # Stage functions (heavy imports inside)
 
 
-def _train_fn(cfg: StudyConfig, run: str, seed: int) -> Callable[[Context], res.TrainResult]:
+def _train_fn(plan: Plan, run: str, seed: int) -> Callable[[Context], res.TrainResult]:
     def fn(ctx: Context) -> res.TrainResult:
         from tunescope.train import train
 
-        spec = cfg.runs[run]
-        budget = budget_for(cfg, run, seed, n_layers=res.read(ctx.inputs["base"], res.BaseResult).n_layers)
-        init = resolve_ref(cfg, spec.init, ctx.inputs, seed=seed)
+        spec = plan.cfg.runs[run]
+        budget = plan.budget(run, seed, n_layers=res.read(ctx.inputs["base"], res.BaseResult).n_layers)
+        init = resolve_ref(plan.cfg, spec.init, ctx.inputs, seed=seed)
         run_dir = ctx.out / "run"
         if run_dir.exists() and not (run_dir / "run.json").is_file():  # killed before the run started
             shutil.rmtree(run_dir)
@@ -308,29 +310,34 @@ def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], res.EditRe
     return fn
 
 
-def _report_fn(cfg: StudyConfig, out: Path) -> Callable[[Context], res.ReportResult]:
+def _report_fn(plan: Plan) -> Callable[[Context], res.ReportResult]:
     def fn(ctx: Context) -> res.ReportResult:
         from tunescope.report import build_report
 
-        manifest = make_manifest(cfg, ctx.inputs)
+        manifest = make_manifest(plan, ctx.inputs)
         write_json(ctx.out / "study.json", manifest)
         build_report(manifest, ctx.out)
         return res.ReportResult(report=str(ctx.out / "report.html"))
     return fn
 
 
-def make_manifest(cfg: StudyConfig, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def make_manifest(plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """What the report reads: the resolved config, the runs' roles and every stage's record."""
-    runs = {}
-    depth = base_depth(cfg)
+    cfg, runs = plan.cfg, {}
+    depth = _recorded_depth(records) or plan.depth
     for run, spec in cfg.runs.items():
-        runs[run] = to_dict(spec) | {"label": spec.label or run,
-                                     "budget_resolved": to_dict(budget_for(cfg, run, spec.seeds[0], depth))}
+        budget = plan.budget(run, spec.seeds[0], n_layers=depth)
+        runs[run] = to_dict(spec) | {"label": spec.label or run, "budget_resolved": to_dict(budget)}
     return {"config": to_dict(cfg), "runs": runs,
             "interventions": {n: to_dict(iv) | {"suite": recovery_suite(cfg, n)} for n, iv in cfg.interventions.items()},
             "stages": {n: {k: r.get(k) for k in ("name", "kind", "key", "dir", "result", "wall_s", "config")}
                        for n, r in records.items()},
             "provenance": provenance(config=None, seed=None, torch_threads=os.environ.get("TUNESCOPE_THREADS"))}
+
+
+def _recorded_depth(records: dict[str, dict[str, Any]]) -> int | None:
+    """The base's depth as its finished stage read it (None before the base stage ran)."""
+    return res.read(records["base"], res.BaseResult).n_layers if "base" in records else None
 
 
 def _fingerprint(path: str) -> str:
@@ -371,9 +378,9 @@ def run_study(cfg: StudyConfig, out: str | Path) -> Path:
     if pinned:
         os.environ["TUNESCOPE_THREADS"] = "1"
     try:
-        stages = build_stages(cfg, out)
-        records = StageRunner(out).run(stages)
-        write_json(out / "study.json", make_manifest(cfg, records))
+        plan = resolve(cfg)
+        records = StageRunner(out).run(build_stages(plan, out))
+        write_json(out / "study.json", make_manifest(plan, records))
     finally:
         if pinned:  # leave the caller's environment as it was
             os.environ.pop("TUNESCOPE_THREADS", None)
