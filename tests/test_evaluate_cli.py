@@ -188,18 +188,20 @@ def test_final_checkpoint_and_lone_models_get_n_final_items_the_others_their_fir
     for step in (10, 20, 30):
         checkpoint(smoke_organism, run, step)  # identical weights: the shared items must score identically
     assert main(["eval", str(run), str(smoke_organism), "--suite", "maths,facts", "--out", str(tmp_path / "e"),
-                 "n=2", "n_final=3", "n_by_suite={facts: 4}", "max_new_tokens=8", "kl_items=0"]) == 0
+                 "n=2", "n_final=3", "n_by_suite={facts: 4}", "n_final_by_suite={facts: 5}", "max_new_tokens=8",
+                 "kl_items=0"]) == 0
     scores = pd.read_csv(tmp_path / "e" / "scores.csv")
     acc = scores[scores["metric"] == "accuracy"].set_index(["step", "suite"])["n"]
     assert acc.loc[(10, "maths")] == acc.loc[(20, "maths")] == 2 and acc.loc[(30, "maths")] == 3
-    assert (acc.xs("facts", level="suite") == 4).all()  # n_by_suite sets every model's count
+    # n_by_suite sets the count of the other checkpoints, n_final_by_suite that of the final models
+    assert acc.loc[(10, "facts")] == acc.loc[(20, "facts")] == 4 and acc.loc[(30, "facts")] == 5
     lone = scores[(scores["metric"] == "accuracy") & scores["step"].isna()].set_index("suite")["n"]
-    assert lone.to_dict() == {"maths": 3, "facts": 4}
+    assert lone.to_dict() == {"maths": 3, "facts": 5}
     samples = [json.loads(x) for x in (tmp_path / "e" / "samples.jsonl").read_text().splitlines()]
     by = {}
     for r in samples:
         by.setdefault((r["step"], r["suite"]), []).append((r["item_id"], r["completion"], r.get("logliks")))
-    assert by[(10, "maths")] == by[(30, "maths")][:2] and by[(10, "facts")] == by[(30, "facts")]
+    assert by[(10, "maths")] == by[(30, "maths")][:2] and by[(10, "facts")] == by[(30, "facts")][:4]
 
 
 def test_appending_to_a_table_an_older_version_wrote_keeps_its_rows_and_the_columns_aligned(tmp_path):

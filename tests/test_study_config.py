@@ -179,10 +179,12 @@ def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path
     from tunescope.study.runner import build_stages
 
     cfg = load_study(preset="smoke", overrides=["runs.sft24.evaluation={n_by_suite: {game24_ood: 0}}",
-                                                "runs.grpo24.evaluation={n_by_suite: {game24_ood: 7, maths: 9}}"])
+                                                "runs.grpo24.evaluation={n_by_suite: {game24_ood: 7, maths: 9}, "
+                                                "n_final_by_suite: {game24: 0}}"])
     assert eval_settings(cfg, "sft24")["n_by_suite"] == {"game24_ood": 0}
     assert eval_settings(cfg, "sft")["n"] == 4 and "n_by_suite" not in eval_settings(cfg, "sft")
     assert eval_settings(cfg, None)["n_by_suite"] == {"game24_ood": 0, "maths": 9}  # 0 = all wins
+    assert eval_settings(cfg, None)["n_final_by_suite"] == {"game24": 0}
     stages = {s.name: s for s in build_stages(resolve(cfg), tmp_path)}
     assert stages["evaluate/sft24/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}
     assert stages["evaluate/restore_top20"].config["settings"]["n_by_suite"] == {"game24_ood": 0}  # from sft24

@@ -184,3 +184,74 @@ def test_resumable_stage_gets_its_partial_directory_back(tmp_path):
     assert seen == [(False, []), (True, ["ckpt-1"])]
     last = Path(rec["train"]["result"]["last"])  # paths are rewritten to the final directory
     assert last.read_text() == "2" and ".partial" not in str(last)
+
+
+def _diamond(tmp_path: Path, fail: str | None = None) -> list[Stage]:
+    """a -> (b, c) -> d; b and c each wait for the other to start, so they pass only when run at once."""
+    flags = tmp_path / "flags"
+    flags.mkdir(exist_ok=True)
+
+    def a(ctx):
+        np.save(ctx.out / "w.npy", np.random.default_rng(0).standard_normal((16, 16)))
+
+    def side(name: str, other: str):
+        def fn(ctx):
+            with open(tmp_path / "calls.log", "a") as f:
+                f.write(name + "\n")
+            (flags / name).write_text("1")
+            deadline = time.monotonic() + 60
+            while not (flags / other).exists():
+                assert time.monotonic() < deadline, f"{name} ran alone: {other} never started"
+                time.sleep(0.01)
+            if name == fail:
+                raise ValueError(f"{name} went wrong")
+            w = np.load(Path(ctx.inputs["a"]["dir"]) / "w.npy")
+            value = float(np.linalg.svd(w, compute_uv=False)[0 if name == "b" else -1])
+            (ctx.out / "value.txt").write_text(repr(value))
+            return {"value": value}
+        return fn
+
+    def d(ctx):
+        (ctx.out / "sum.txt").write_text(repr(ctx.inputs["b"]["result"]["value"] + ctx.inputs["c"]["result"]["value"]))
+
+    return [Stage("a", "t", {}, a), Stage("b", "t", {}, side("b", "c"), inputs=["a"]),
+            Stage("c", "t", {}, side("c", "b"), inputs=["a"]), Stage("d", "t", {}, d, inputs=["b", "c"])]
+
+
+def test_parallel_jobs_run_independent_stages_at_once_with_the_same_outputs(tmp_path):
+    """b and c wait for each other: they only finish when `jobs=2` runs them at once. The outputs
+    equal those of stages run one after the other, and a rerun does no work."""
+    par = tmp_path / "par"
+    rec = StageRunner(par, stream=io.StringIO()).run(_diamond(tmp_path), jobs=2)
+    assert sorted((tmp_path / "calls.log").read_text().split()) == ["b", "c"]
+    s = np.linalg.svd(np.random.default_rng(0).standard_normal((16, 16)), compute_uv=False)
+    assert rec["b"]["result"]["value"] == float(s[0]) and rec["c"]["result"]["value"] == float(s[-1])
+
+    seq = tmp_path / "seq"
+    (tmp_path / "flags" / "b").write_text("1")
+    (tmp_path / "flags" / "c").write_text("1")
+    StageRunner(seq, stream=io.StringIO()).run(_diamond(tmp_path))
+    assert _outputs(par) == _outputs(seq)
+    (tmp_path / "calls.log").unlink()
+    log = io.StringIO()
+    StageRunner(par, stream=log).run(_diamond(tmp_path), jobs=2)
+    assert not (tmp_path / "calls.log").exists() and log.getvalue().count("cached") == 4
+
+
+def test_parallel_failure_is_one_line_and_running_stages_finish(tmp_path):
+    """c fails while b runs: b finishes and is kept, d never starts, the error is one line."""
+    with pytest.raises(UserError) as e:
+        StageRunner(tmp_path / "o", stream=io.StringIO()).run(_diamond(tmp_path, fail="c"), jobs=2)
+    msg = str(e.value)
+    assert "\n" not in msg and "stage c failed with ValueError: c went wrong" in msg
+    done = sorted(d.name.split("-")[0] for d in (tmp_path / "o" / "stages").iterdir() if not d.name.startswith("."))
+    assert done == ["a", "b"]
+
+
+def test_parallel_child_killed_is_one_line(tmp_path):
+    def a(ctx):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(UserError) as e:
+        StageRunner(tmp_path, stream=io.StringIO()).run([Stage("a", "t", {}, a)], jobs=2)
+    assert str(e.value) == "stage a died (exit status -9); completed stages are kept; rerun to resume"

@@ -51,6 +51,7 @@ class EvalConfig:
     n: int = 64  # items per suite (the first n of its test split); 0 = all
     n_final: int | None = None  # items per suite for final models (a run's last checkpoint, a lone model); None = n
     n_by_suite: dict[str, int] = field(default_factory=dict)  # per-suite n, e.g. {game24_ood: 0}: all OOD hands
+    n_final_by_suite: dict[str, int] = field(default_factory=dict)  # per-suite n_final (wins over n_by_suite there)
     max_new_tokens: int = 256  # longer is slower; truncated completions are scored as they are
     batch_size: int = 16  # prompts per generation batch; larger is faster until memory runs out
     temperature: float = 0.0  # 0 = greedy; the original study sampled at 0.6
@@ -73,8 +74,10 @@ class EvalConfig:
     lm_eval_limit: int | None = None  # items per lm-eval task (None = all)
 
     def __post_init__(self) -> None:
-        if self.n < 0 or (self.n_final or 0) < 0 or any(v < 0 for v in self.n_by_suite.values()):
-            raise UserError("eval: n, n_final and every n_by_suite value must be >= 0 (0 = all items)")
+        if self.n < 0 or (self.n_final or 0) < 0 or any(v < 0 for v in [*self.n_by_suite.values(),
+                                                                         *self.n_final_by_suite.values()]):
+            raise UserError("eval: n, n_final and every n_by_suite and n_final_by_suite value must be >= 0 "
+                            "(0 = all items)")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.n_samples < 1:
             raise UserError("eval: max_new_tokens >= 1, batch_size >= 1 and n_samples >= 1 are required")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -352,9 +355,10 @@ def _row(m: ModelRef, **kw: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ preparation
 def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _Suite:
     """A suite's items for final models (n_final, or n), with the count for the others (n; n_by_suite
-    sets both). The others' items are the first ones of the final models', so they can be paired."""
+    sets both, n_final_by_suite the final count). The others' items are the first ones of the final
+    models', so they can be paired."""
     n = cfg.n_by_suite.get(name, cfg.n)
-    n_final = cfg.n_by_suite.get(name, cfg.n if cfg.n_final is None else cfg.n_final)
+    n_final = cfg.n_final_by_suite.get(name, cfg.n_by_suite.get(name, cfg.n if cfg.n_final is None else cfg.n_final))
     items = _test_items(task, 0 if 0 in (n, n_final) else max(n, n_final))
     if not items:
         raise UserError(f"suite '{name}' has no test items")

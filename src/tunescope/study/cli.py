@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="default", choices=PRESETS,
                    help="built-in study when no STUDY.yaml is given (smoke: every stage, tiny)")
     p.add_argument("--check", action="store_true", help="validate the study and list its stages; do no work")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run up to N independent stages at once, each in its own process with "
+                        "TUNESCOPE_THREADS threads (default 1; on CPU, N x threads = cores is fastest; "
+                        "keep 1 on a single GPU)")
     p.set_defaults(func=_run)
     p.__class__ = Intermixed  # overrides may follow the options: `run --out DIR a=b`
 
@@ -27,6 +31,11 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tunescope.study.config import load_study
+
+    if args.jobs < 1:
+        from tunescope.errors import UserError
+
+        raise UserError(f"--jobs {args.jobs}: give 1 or more stages to run at once")
 
     words, overrides = split_overrides([w for w in (args.study, *args.overrides) if w is not None])
     words += [w for w in overrides if Path(w).is_file()]  # a study file whose name holds '='
@@ -48,6 +57,6 @@ def _run(args: argparse.Namespace) -> int:
         for st, key, cached in todo:
             print(f"  {st.name:<36} {key}  {'cached' if cached else 'to run'}")
         return 0
-    report = run_study(cfg, args.out)
+    report = run_study(cfg, args.out, jobs=args.jobs)
     print(f"report: {report}")
     return 0

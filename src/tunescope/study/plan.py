@@ -184,17 +184,18 @@ def recovery_suite(cfg: StudyConfig, intervention: str) -> str | None:
 
 
 def _check_n_by_suite(cfg: StudyConfig, ecfg: Any, where: str) -> None:
-    unknown = sorted(set(ecfg.n_by_suite) - set(cfg.evaluation.suites))
-    if unknown:
-        raise UserError(f"{where}.n_by_suite: {unknown[0]!r} is not one of evaluation.suites "
-                        f"({', '.join(cfg.evaluation.suites)})")
+    for key in ("n_by_suite", "n_final_by_suite"):
+        unknown = sorted(set(getattr(ecfg, key)) - set(cfg.evaluation.suites))
+        if unknown:
+            raise UserError(f"{where}.{key}: {unknown[0]!r} is not one of evaluation.suites "
+                            f"({', '.join(cfg.evaluation.suites)})")
 
 
 def eval_settings(cfg: StudyConfig, run: str | None) -> dict[str, Any]:
     """The evaluation settings of a run's checkpoints (`run=None`: the base): evaluation.settings <-
     the run's own `evaluation` keys. The base is scored on as many items of each suite as any run's
-    `n_by_suite` asks for (0 = all wins), so that every run's step 0 pairs item by item with its
-    later checkpoints. Only `n_by_suite` is united: a run that changes `n` or the generation
+    `n_by_suite` (and `n_final_by_suite`) asks for (0 = all wins), so that every run's step 0 pairs
+    item by item with its later checkpoints. Only these two are united: a run that changes `n` or the generation
     settings, or a run started from another run's checkpoint with more items than that run, has a
     step 0 scored otherwise, and the report's paired comparisons then use the items both share."""
     settings = dict(cfg.evaluation.settings)
@@ -209,9 +210,17 @@ def _base_settings(cfg: StudyConfig, run_evals: list[Any]) -> dict[str, Any]:
     settings = dict(cfg.evaluation.settings)
     base = eval_config(settings)
     by_suite: dict[str, int] = dict(base.n_by_suite)
+    final_by_suite: dict[str, int] = dict(base.n_final_by_suite)
     for ecfg in run_evals:
         for suite, n in ecfg.n_by_suite.items():
             have = by_suite.get(suite, base.n if base.n is not None else EvalConfig().n)
             by_suite[suite] = 0 if 0 in (n, have) else max(n, have)
-    return {**settings, "n_by_suite": by_suite} if by_suite else settings
+        for suite, n in ecfg.n_final_by_suite.items():
+            have = final_by_suite.get(suite, by_suite.get(suite, base.n if base.n_final is None else base.n_final))
+            final_by_suite[suite] = 0 if 0 in (n, have) else max(n, have)
+    if by_suite:
+        settings["n_by_suite"] = by_suite
+    if final_by_suite:
+        settings["n_final_by_suite"] = final_by_suite
+    return settings
 

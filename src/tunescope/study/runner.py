@@ -368,8 +368,8 @@ def _report_code_hash() -> str:
 # Entry point
 
 
-def run_study(cfg: StudyConfig, out: str | Path) -> Path:
-    """Run (or resume) the study into `out`; return the path of report.html."""
+def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
+    """Run (or resume) the study into `out`, up to `jobs` stages at once; return the path of report.html."""
     out = Path(out)
     # One torch thread unless the user says otherwise: thread count changes float summation order, so a
     # fixed count makes a resumed stage give the same numbers whatever the machine's load; and on a shared
@@ -379,7 +379,7 @@ def run_study(cfg: StudyConfig, out: str | Path) -> Path:
         os.environ["TUNESCOPE_THREADS"] = "1"
     try:
         plan = resolve(cfg)
-        records = StageRunner(out).run(build_stages(plan, out))
+        records = StageRunner(out).run(build_stages(plan, out), jobs=jobs)
         write_json(out / "study.json", make_manifest(plan, records))
     finally:
         if pinned:  # leave the caller's environment as it was

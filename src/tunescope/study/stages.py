@@ -10,9 +10,11 @@ So:
   run discards and redoes, or hands back to the stage when it can resume (training checkpoints);
 - a changed config changes the keys of that stage and of everything downstream, and nothing else.
 
-Stages run in the order given (the runner lists them topologically). One line per stage on stderr
-shows a bar over the study and an estimate of what remains, scaled by how fast the finished stages
-ran against their estimates. A failing stage stops the study with a one-line `UserError` (traceback
+Stages run in the order given (the runner lists them topologically), or with `jobs` > 1 up to that
+many at once, each in a forked process, as soon as their inputs are done (longest chain of work
+first); a stage's output does not depend on which. One line per stage on stderr shows a bar over the
+study and an estimate of what remains, scaled by how fast the finished stages ran against their
+estimates. A failing stage stops the study with a one-line `UserError` (traceback
 in ROOT/logs/); completed stages are kept.
 """
 
@@ -121,31 +123,115 @@ class StageRunner:
             return None
         return rec
 
-    def run(self, stages: list[Stage]) -> dict[str, dict[str, Any]]:
+    def run(self, stages: list[Stage], jobs: int = 1) -> dict[str, dict[str, Any]]:
+        """Run what is not cached; `jobs` > 1 runs up to that many independent stages at once, each in
+        a forked process (the parent runs no torch work, so forking is safe)."""
         plan = self.plan(stages)
         self.dir.mkdir(parents=True, exist_ok=True)
         wanted = {self._dirs(st, key)[1].name for st, key, _ in plan}
         for stale in self.dir.glob(".partial-*"):  # left by a killed run whose config has changed since
             if stale.name not in wanted:
                 shutil.rmtree(stale, ignore_errors=True)
-        spent: dict[str, list[float]] = {}  # kind -> [actual seconds, estimated seconds] of stages run now
         t_study = time.perf_counter()
-        for i, (st, key, _) in enumerate(plan):
-            final, partial = self._dirs(st, key)
-            rec = self._finished(st, final)
-            todo = [s for s, k, _ in plan[i:] if self._finished(s, self._dirs(s, k)[0]) is None]
-            left = sum(s.estimate_s * _scale(spent, s.kind) for s in todo)
-            self._line(i, len(plan), st.name, "cached" if rec else f"running, ~{_fmt(left)} left")
-            if rec is None:
-                t0 = time.perf_counter()
-                rec = self._execute(st, key, final, partial)
-                acc = spent.setdefault(st.kind, [0.0, 0.0])
-                acc[0] += time.perf_counter() - t0
-                acc[1] += st.estimate_s
-            self.records[st.name] = rec
+        if jobs <= 1:
+            self._run_in_order(plan)
+        else:
+            self._run_parallel(plan, jobs)
         elapsed = time.perf_counter() - t_study
         print(f"{'':8}all {len(plan)} stages done in {_fmt(elapsed)}", file=self.stream, flush=True)
         return self.records
+
+    def _left(self, todo: list[tuple[Stage, str, bool]], spent: dict[str, list[float]], jobs: int) -> float:
+        pending = [s for s, k, _ in todo if self._finished(s, self._dirs(s, k)[0]) is None]
+        return sum(s.estimate_s * _scale(spent, s.kind) for s in pending) / jobs
+
+    def _run_in_order(self, plan: list[tuple[Stage, str, bool]]) -> None:
+        spent: dict[str, list[float]] = {}  # kind -> [actual seconds, estimated seconds] of stages run now
+        for i, (st, key, _) in enumerate(plan):
+            final, partial = self._dirs(st, key)
+            rec = self._finished(st, final)
+            self._line(i, len(plan), st.name, "cached" if rec else f"running, ~{_fmt(self._left(plan[i:], spent, 1))} left")
+            if rec is None:
+                t0 = time.perf_counter()
+                rec = self._execute(st, key, final, partial)
+                _account(spent, st, time.perf_counter() - t0)
+            self.records[st.name] = rec
+
+    def _run_parallel(self, plan: list[tuple[Stage, str, bool]], jobs: int) -> None:
+        import multiprocessing as mp
+
+        fork = mp.get_context("fork")
+        order = {st.name: i for i, (st, _, _) in enumerate(plan)}
+        chain = _chain_costs([st for st, _, _ in plan])
+        pending = sorted(plan, key=lambda p: (-chain[p[0].name], order[p[0].name]))  # longest chain first
+        running: dict[Any, tuple[Stage, Any, float]] = {}  # pipe -> (stage, process, start)
+        spent: dict[str, list[float]] = {}
+        counter, failure = [0, len(plan)], None
+        try:
+            while pending or running:
+                if failure is None:
+                    self._start_ready(pending, running, fork, jobs, spent, counter)
+                if not running:
+                    if pending and failure is None:  # cannot happen for a plan that `plan` accepted
+                        raise UserError(f"stage {pending[0][0].name} waits on inputs that never ran")
+                    break
+                error = self._collect(running, spent)
+                if error and failure is None:
+                    failure = error
+                    if running:
+                        print(f"{'':8}waiting for {len(running)} running stage(s) to finish",
+                              file=self.stream, flush=True)
+        finally:
+            for _st, proc, _ in running.values():  # interrupted: stop the children (resumable stages resume)
+                proc.terminate()
+                proc.join()
+        if failure is not None:
+            raise UserError(failure)
+
+    def _start_ready(self, pending: list[tuple[Stage, str, bool]], running: dict[Any, tuple[Stage, Any, float]],
+                     fork: Any, jobs: int, spent: dict[str, list[float]], counter: list[int]) -> None:
+        """Record cached stages and start ready ones, in `pending`'s order, until `jobs` run."""
+        while len(running) < jobs:
+            ready = next((p for p in pending if all(i in self.records for i in p[0].inputs)), None)
+            if ready is None:
+                return
+            pending.remove(ready)
+            st, key, _ = ready
+            final, partial = self._dirs(st, key)
+            rec = self._finished(st, final)
+            left = self._left(pending, spent, jobs) + st.estimate_s * _scale(spent, st.kind) / jobs
+            self._line(counter[0], counter[1], st.name, "cached" if rec else f"running, ~{_fmt(left)} left")
+            counter[0] += 1
+            if rec is not None:
+                self.records[st.name] = rec
+                continue
+            recv, send = fork.Pipe(duplex=False)
+            proc = fork.Process(target=_execute_in_child, args=(self, st, key, final, partial, send), name=st.name)
+            proc.start()
+            send.close()
+            running[recv] = (st, proc, time.perf_counter())
+
+    def _collect(self, running: dict[Any, tuple[Stage, Any, float]], spent: dict[str, list[float]]) -> str | None:
+        """Wait for running stages to end; record the finished ones; the first failure's message."""
+        from multiprocessing.connection import wait
+
+        failure = None
+        for conn in wait(list(running)):
+            st, proc, t0 = running.pop(conn)
+            try:
+                status, payload = conn.recv()
+            except EOFError:  # killed, or died without a word
+                status, payload = "error", None
+            conn.close()
+            proc.join()
+            if status == "ok":
+                self.records[st.name] = payload
+                _account(spent, st, time.perf_counter() - t0)
+                print(f"{'':8}{st.name} done in {_fmt(time.perf_counter() - t0)}", file=self.stream, flush=True)
+            else:
+                failure = failure or payload or (f"stage {st.name} died (exit status {proc.exitcode}); "
+                                                 "completed stages are kept; rerun to resume")
+        return failure
 
     def _line(self, i: int, n: int, name: str, status: str) -> None:
         width = 20
@@ -184,6 +270,37 @@ class StageRunner:
         _fsync_dir(final.parent)
         rec["dir"] = str(final)
         return rec
+
+
+def _execute_in_child(runner: StageRunner, st: Stage, key: str, final: Path, partial: Path, conn: Any) -> None:
+    """One stage in a forked process: its record (or its one-line error) goes back through `conn`."""
+    try:
+        conn.send(("ok", runner._execute(st, key, final, partial)))
+    except UserError as e:
+        conn.send(("error", str(e)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        conn.close()
+
+
+def _account(spent: dict[str, list[float]], st: Stage, seconds: float) -> None:
+    acc = spent.setdefault(st.kind, [0.0, 0.0])
+    acc[0] += seconds
+    acc[1] += st.estimate_s
+
+
+def _chain_costs(stages: list[Stage]) -> dict[str, float]:
+    """Each stage's estimate plus the longest chain of estimates that waits on it: the order in which
+    parallel jobs pick ready stages, so that the long chains (train -> evaluate -> edit) start first."""
+    readers: dict[str, list[str]] = {s.name: [] for s in stages}
+    for s in stages:
+        for i in s.inputs:
+            readers[i].append(s.name)
+    cost: dict[str, float] = {}
+    for s in reversed(stages):
+        cost[s.name] = s.estimate_s + max((cost[r] for r in readers[s.name]), default=0.0)
+    return cost
 
 
 def _scale(spent: dict[str, list[float]], kind: str) -> float:
