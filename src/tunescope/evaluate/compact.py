@@ -183,6 +183,29 @@ class CompactLlama:
                pad: int) -> list[tuple[list[int], bool, float]]:
         """Greedy completions of one batch: per prompt (ids without the end-of-sequence token,
         truncated, sum of the raw next-token entropies including the end-of-sequence step)."""
+        done = self._decode(prompts, max_new_tokens, eos, pad, lambda logits: logits.argmax(-1), COMPACT_AT)
+        return [(ids, stop is None, h) for ids, stop, h in done]
+
+    @torch.inference_mode()
+    def sample(self, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad: int,
+               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+               compact_at: float = COMPACT_AT) -> list[tuple[list[int], bool, float]]:
+        """Sampled completions of one batch (ids with the end-of-sequence token that stopped them,
+        truncated, entropy sum as `greedy`'s), drawn as Hugging Face `generate(do_sample=True)` draws
+        them: logits / temperature, then top-k, then top-p (nucleus: the smallest set of tokens whose
+        probability reaches top_p), then one `torch.multinomial` draw per row from the global RNG.
+        With `compact_at=0` (no rows dropped) the draws consume the RNG exactly as `generate` does,
+        so a seeded call gives its tokens (tested); otherwise the same distribution, other draws."""
+        def draw(logits: torch.Tensor) -> torch.Tensor:
+            return torch.multinomial(warp(logits.float(), temperature, top_p, top_k).softmax(-1), 1).squeeze(1)
+
+        done = self._decode(prompts, max_new_tokens, eos, pad, draw, compact_at)
+        return [(ids + ([stop] if stop is not None else []), stop is None, h) for ids, stop, h in done]
+
+    def _decode(self, prompts: list[list[int]], max_new_tokens: int, eos: set[int], pad: int,
+                pick, compact_at: float) -> list[tuple[list[int], int | None, float]]:
+        """Per prompt: the tokens before the end-of-sequence token, that token (None: truncated), and
+        the sum of the raw next-token entropies. `pick` (B', V) logits -> (B',) tokens."""
         b = len(prompts)
         logits, cache, keys, last, width = self._prefill(prompts, max_new_tokens, pad)
         nxt_pos = last + 1  # (B,)
@@ -190,27 +213,45 @@ class CompactLlama:
         alive = torch.ones(b, dtype=torch.bool)  # rows still generating (finished ones ride along until dropped)
         out: list[list[int]] = [[] for _ in prompts]
         ent = [0.0] * b
-        stopped = [False] * b
+        stop: list[int | None] = [None] * b
         eos_t = torch.tensor(sorted(eos))
         for t in range(max_new_tokens):
             logp = torch.log_softmax(logits.float(), -1)  # (B', V)
             h = -(logp.exp() * logp).sum(-1)
-            tok = logits.argmax(-1)  # (B',)
+            tok = pick(logits)  # (B',)
             done = torch.isin(tok, eos_t) & alive
             for r, a, d, ht, tt in zip(rows.tolist(), alive.tolist(), done.tolist(), h.tolist(), tok.tolist()):
                 if a:
                     ent[r] += ht
-                    stopped[r] = stopped[r] or d
-                    if not d:
+                    if d:
+                        stop[r] = tt
+                    else:
                         out[r].append(tt)
             alive &= ~done
             n_alive = int(alive.sum())
             if n_alive == 0 or t == max_new_tokens - 1:
                 break
-            if n_alive <= COMPACT_AT * len(rows):  # drop finished rows: cache, masks and positions follow
+            if n_alive <= compact_at * len(rows):  # drop finished rows: cache, masks and positions follow
                 keep = alive.nonzero().squeeze(1)
                 rows, tok, nxt_pos, keys, alive = rows[keep], tok[keep], nxt_pos[keep], keys[keep], alive[keep]
                 cache = (cache[0][:, keep], cache[1][:, keep])
             logits = self.forward(tok[:, None], nxt_pos[:, None], cache, width + t, keys)
             nxt_pos = nxt_pos + 1
-        return [(out[r], not stopped[r], ent[r]) for r in range(b)]
+        return [(out[r], stop[r], ent[r]) for r in range(b)]
+
+
+def warp(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
+    """Hugging Face's sampling warpers in its order (temperature, top-k, top-p), on (B, V) float logits;
+    removed tokens get -inf. Each is skipped at its neutral value (1.0, 0, 1.0), as `generate` skips it."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, idx = torch.sort(logits, descending=False)
+        cum = ordered.softmax(-1).cumsum(-1)
+        drop = cum <= 1 - top_p
+        drop[..., -1] = False  # keep at least one token
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    return logits

@@ -45,6 +45,7 @@ class GRPOOptions:
     reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.2])  # one per reward
     use_vllm: bool = False  # needs a CUDA GPU and `pip install vllm`
     vllm_mode: Literal["colocate", "server"] = "colocate"  # colocate shares the training GPU(s)
+    compact_rollouts: bool = True  # sample with the compact decoder where it is exact (plain Llama, CPU; train/rollout.py)
 
 
 @dataclass

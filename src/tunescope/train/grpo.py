@@ -12,8 +12,9 @@ epsilon 0.2, beta 0 (no reference model). Rewards are the task's own verifiers, 
     task     task.reward: the task's full reward (maths: correct + 0.2 format; 24-point: shaped)
 
 The study's reward is `correct` (weight 1.0) + `format` (0.2).
-Deviations: generation with transformers on CPU (vLLM optional on GPU); one generation per
-optimiser step (`steps_per_generation` = gradient accumulation), never reused across steps.
+Deviations: generation with transformers on CPU (vLLM optional on GPU), by the compact decoder where it
+computes the policy exactly (`train/rollout.py`: same distribution and warpers, other draws); one
+generation per optimiser step (`steps_per_generation` = gradient accumulation), never reused across steps.
 """
 
 from __future__ import annotations
@@ -98,9 +99,14 @@ def grpo_args(cfg: BudgetConfig, common: dict[str, Any], grad_accum: int):  # ->
 
 def build_grpo_trainer(model: Any, tokenizer: Any, stream: list[Item], task: Any, items: dict[str, Item],
                        cfg: BudgetConfig, args: Any, callbacks: list, recorder: StepRecorder):
-    """The GRPOTrainer, with its generation timed into `recorder.gen_seconds`."""
+    """The GRPOTrainer, with its generation timed into `recorder.gen_seconds` (and the compact
+    decoder's rollouts, unless `grpo.compact_rollouts` is off or vLLM generates)."""
     from trl import GRPOTrainer
 
+    if cfg.grpo.compact_rollouts and not cfg.grpo.use_vllm:
+        from tunescope.train.rollout import use_compact_rollouts
+
+        use_compact_rollouts(model)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(task, items, cfg.grpo.rewards, recorder),
                           args=args, train_dataset=grpo_dataset(stream), processing_class=tokenizer,
                           callbacks=callbacks)
