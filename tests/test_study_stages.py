@@ -199,6 +199,7 @@ def _diamond(tmp_path: Path, fail: str | None = None) -> list[Stage]:
             with open(tmp_path / "calls.log", "a") as f:
                 f.write(name + "\n")
             (flags / name).write_text("1")
+            print(f"{name} is running", flush=True)
             deadline = time.monotonic() + 60
             while not (flags / other).exists():
                 assert time.monotonic() < deadline, f"{name} ran alone: {other} never started"
@@ -224,6 +225,7 @@ def test_parallel_jobs_run_independent_stages_at_once_with_the_same_outputs(tmp_
     par = tmp_path / "par"
     rec = StageRunner(par, stream=io.StringIO()).run(_diamond(tmp_path), jobs=2)
     assert sorted((tmp_path / "calls.log").read_text().split()) == ["b", "c"]
+    assert (par / "logs" / "b.out").read_text() == "b is running\n"  # a stage's own output: its log
     s = np.linalg.svd(np.random.default_rng(0).standard_normal((16, 16)), compute_uv=False)
     assert rec["b"]["result"]["value"] == float(s[0]) and rec["c"]["result"]["value"] == float(s[-1])
 

@@ -167,6 +167,8 @@ class StageRunner:
         running: dict[Any, tuple[Stage, Any, float]] = {}  # pipe -> (stage, process, start)
         spent: dict[str, list[float]] = {}
         counter, failure = [0, len(plan)], None
+        print(f"{'':8}{jobs} stages at a time; their own output goes to {self.root / 'logs'}/STAGE.out",
+              file=self.stream, flush=True)
         try:
             while pending or running:
                 if failure is None:
@@ -273,7 +275,16 @@ class StageRunner:
 
 
 def _execute_in_child(runner: StageRunner, st: Stage, key: str, final: Path, partial: Path, conn: Any) -> None:
-    """One stage in a forked process: its record (or its one-line error) goes back through `conn`."""
+    """One stage in a forked process: its record (or its one-line error) goes back through `conn`; what
+    it prints (progress bars of stages running side by side) goes to ROOT/logs/NAME.out."""
+    log = runner.root / "logs" / f"{st.name.replace('/', '.')}.out"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = open(log, "w", buffering=1)  # noqa: SIM115 (the process's output until it ends)
+    os.dup2(out.fileno(), 1)  # native code and subprocesses
+    os.dup2(out.fileno(), 2)
+    sys.stdout = sys.stderr = out
     try:
         conn.send(("ok", runner._execute(st, key, final, partial)))
     except UserError as e:
