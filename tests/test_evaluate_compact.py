@@ -103,13 +103,14 @@ def test_greedy_completions_equal_hf_generate():
 def test_option_logliks_equal_hf_with_each_context_run_once():
     """Multiple-choice options share their item's context: the compact path runs it once per item and
     must give HF's per-pair sums (the options of facts and two-hop items, and uneven lengths)."""
-    from tunescope.evaluate.run import EvalConfig, _prepare
+    from tunescope.evaluate.prepare import prepare
+    from tunescope.evaluate.run import EvalConfig
 
     path = shipped_dir("default")
     tok = load_tokenizer(path)
     fast, slow = HFEngine(path, tok, device="cpu"), HFEngine(path, tok, device="cpu", compact=False)
     for suite in ("facts", "twohop"):
-        s = _prepare(suite, get_task(suite), tok, EvalConfig(n=6), render_prompt)
+        s = prepare(suite, get_task(suite), tok, EvalConfig(n=6), render_prompt)
         assert len({tuple(c) for c in s.contexts}) == 6 < len(s.contexts)  # options share contexts
         assert len({len(o) for o in s.options}) > 1
         got = fast.sequence_loglik(s.contexts, s.options, batch_size=4)

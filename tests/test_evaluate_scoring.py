@@ -157,17 +157,18 @@ def test_task_spec_file_with_relative_source(tmp_path):
 
 
 def test_facts_cloze_states_each_option_and_joins_the_shared_prefix_to_the_context():
-    from tunescope.evaluate.run import EvalConfig, _option_text, _shared_prefix
+    from tunescope.evaluate.prepare import option_text, shared_prefix
+    from tunescope.evaluate.run import EvalConfig
     from tunescope.world import get_task
 
     item = get_task("facts").items("test", 1)[0]
     choices, gold = item.meta["choices"], "ABCD".index(item.answer)
-    texts = [_option_text(EvalConfig(), item, j) for j in range(4)]
+    texts = [option_text(EvalConfig(), item, j) for j in range(4)]
     assert all(t.startswith("<think>") and c in t for t, c in zip(texts, choices))
     assert texts[gold][len("<think>"):] in item.solution  # the gold option is the fact as the solution states it
-    prefix = _shared_prefix(texts)
+    prefix = shared_prefix(texts)
     assert all(t.startswith(prefix) and t[len(prefix)] == " " for t in texts)  # options keep their leading space
-    assert _option_text(EvalConfig(mc_cloze=False), item, 0) == f"<answer>{choices[0]}</answer>"
+    assert option_text(EvalConfig(mc_cloze=False), item, 0) == f"<answer>{choices[0]}</answer>"
     assert "cloze" not in get_task("twohop").items("test", 1)[0].meta  # two hops: no sentence without the hop
 
 

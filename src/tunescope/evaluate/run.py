@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 from tunescope.checkpoints import ModelRef
 from tunescope.errors import UserError
 from tunescope.evaluate.outputs import SCORE_COLUMNS, append, key, open_out, write_state
+from tunescope.evaluate.prepare import LET, Suite, option_text, prepare, prepare_kl
 from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
-from tunescope.world.task import Diagnosed, Item, Task, format_completion
+from tunescope.world.task import Diagnosed, Item, Task
 
 if TYPE_CHECKING:
     from tunescope.evaluate.engine import Engine
@@ -88,27 +89,6 @@ class EvalConfig:
             raise UserError("eval: mc_template must contain {choice} or {letter}")
 
 
-@dataclass
-class _Suite:
-    """A suite's items and token ids, prepared once per sweep."""
-
-    name: str
-    task: Task
-    items: list[Item]
-    prompts: list[list[int]]  # rendered prompt ids per item
-    contexts: list[list[int]] = field(default_factory=list)  # per (item, option): prompt + template prefix
-    options: list[list[int]] = field(default_factory=list)  # per (item, option): scored continuation ids
-    n: int = 0  # items for a model that is not final (the first n of `items`, which holds the final count)
-
-    def head(self, final: bool) -> _Suite:
-        """The suite as a model sees it: every item for a final model, the first `n` for the others."""
-        if final or self.n >= len(self.items):
-            return self
-        k = sum(len(it.meta["choices"]) for it in self.items[:self.n]) if self.contexts else 0
-        return _Suite(self.name, self.task, self.items[:self.n], self.prompts[:self.n], self.contexts[:k],
-                      self.options[:k], self.n)
-
-
 # ------------------------------------------------------------------------------------------ sweep
 def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConfig,
              reference: Path | None = None, task_specs: list[str | Path] | None = None,
@@ -129,8 +109,8 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
         print(f"resuming: {len(models) - len(todo)} checkpoint(s) already done in {out}", file=sys.stderr)
 
     tok = load_tokenizer(cfg.tokenizer or models[0].path)
-    prepared = [_prepare(name, task, tok, cfg, render_prompt) for name, task in tasks.items()]
-    kl_ctx, kl_resp = _prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
+    prepared = [prepare(name, task, tok, cfg, render_prompt) for name, task in tasks.items()]
+    kl_ctx, kl_resp = prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
     ref_engine = _reference_engine(reference, tok, cfg) if kl_ctx and todo else None
 
     final = _finals(models)
@@ -207,7 +187,7 @@ def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:
 
 
 # ------------------------------------------------------------------------------------------ one checkpoint
-def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: EvalConfig, ref_engine: Engine | None,
+def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[Suite], cfg: EvalConfig, ref_engine: Engine | None,
                   kl_ctx: list[list[int]], kl_resp: list[list[int]], reference: Path | None):
     samples: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
@@ -265,11 +245,11 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[_Suite], cfg: Eval
     return samples, scores, dist
 
 
-def _generative(s: _Suite, cfg: EvalConfig) -> bool:
+def _generative(s: Suite, cfg: EvalConfig) -> bool:
     return s.task.kind == "generate" or cfg.mc_mode in ("generate", "both")
 
 
-def _generate_all(m: ModelRef, engine: Engine, suites: list[_Suite], cfg: EvalConfig) -> dict[str, list]:
+def _generate_all(m: ModelRef, engine: Engine, suites: list[Suite], cfg: EvalConfig) -> dict[str, list]:
     """Completions of every generative suite's prompts. Greedy decoding does not depend on what else
     is in a batch, so all suites go through one call (fewer, fuller batches, sorted by length);
     sampling is seeded per suite, so each suite gets its own call."""
@@ -298,7 +278,7 @@ def _score_completion(task: Task, item: Item, text: str) -> dict[str, Any]:
         return {"extracted": None, "score": 0.0, "error": f"{type(e).__name__}: {e}"}
 
 
-def _outcome_shares(m: ModelRef, s: _Suite, outcomes: list[list[str | None]], cfg: EvalConfig) -> list[dict]:
+def _outcome_shares(m: ModelRef, s: Suite, outcomes: list[list[str | None]], cfg: EvalConfig) -> list[dict]:
     """Per class of a `Diagnosed` task, the share of completions in it (`outcome:<class>`, with CIs)."""
     rows = []
     for cls in s.task.DIAGNOSES:  # type: ignore[attr-defined]
@@ -307,7 +287,7 @@ def _outcome_shares(m: ModelRef, s: _Suite, outcomes: list[list[str | None]], cf
     return rows
 
 
-def _choice_by_loglik(engine: Engine, s: _Suite, cfg: EvalConfig, base: dict[str, Any]):
+def _choice_by_loglik(engine: Engine, s: Suite, cfg: EvalConfig, base: dict[str, Any]):
     """Pick the option with the highest summed log-likelihood (and, separately, per-token mean)."""
     ll = engine.sequence_loglik(s.contexts, s.options, batch_size=cfg.batch_size)
     samples, acc, acc_norm, k = [], [], [], 0
@@ -320,27 +300,10 @@ def _choice_by_loglik(engine: Engine, s: _Suite, cfg: EvalConfig, base: dict[str
         acc.append(float(pick == item.answer))
         acc_norm.append(float(pick_norm == item.answer))
         samples.append({**base, "item_id": item.id, "sample": 0, "mode": "loglik", "prompt": item.prompt,
-                        "completion": _option_text(cfg, item, LET.index(pick)), "extracted": pick,
+                        "completion": option_text(cfg, item, LET.index(pick)), "extracted": pick,
                         "score": acc[-1], "error": None, "extracted_norm": pick_norm, "score_norm": acc_norm[-1],
                         "logliks": [round(float(x), 4) for x in total]})
     return samples, np.asarray(acc), np.asarray(acc_norm)
-
-
-LET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def _option_text(cfg: EvalConfig, item: Item, j: int) -> str:
-    """The scored continuation of option j: the item's cloze sentence, or mc_template."""
-    if cfg.mc_cloze and item.meta.get("cloze"):
-        return item.meta["cloze"][j]
-    return cfg.mc_template.format(choice=item.meta["choices"][j], letter=LET[j])
-
-
-def _shared_prefix(texts: list[str]) -> str:
-    """The part all options share, cut before a space so each option keeps its leading space as BPE
-    tokenises it (" purple", not " " + "purple"); it joins the context, not the scored part."""
-    common = os.path.commonprefix(texts)
-    return common if all(t == common for t in texts) else common[: max(common.rfind(" "), 0)]
 
 
 def _metric(m: ModelRef, suite: str, metric: str, per_item: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
@@ -352,53 +315,3 @@ def _row(m: ModelRef, **kw: Any) -> dict[str, Any]:
     return {"model": m.name, "path": str(m.path), "method": m.method, "step": m.step, "fraction": m.fraction, **kw}
 
 
-# ------------------------------------------------------------------------------------------ preparation
-def _prepare(name: str, task: Task, tok: Any, cfg: EvalConfig, render: Any) -> _Suite:
-    """A suite's items for final models (n_final, or n), with the count for the others (n; n_by_suite
-    sets both, n_final_by_suite the final count). The others' items are the first ones of the final
-    models', so they can be paired."""
-    n = cfg.n_by_suite.get(name, cfg.n)
-    n_final = cfg.n_final_by_suite.get(name, cfg.n_by_suite.get(name, cfg.n if cfg.n_final is None else cfg.n_final))
-    items = _test_items(task, 0 if 0 in (n, n_final) else max(n, n_final))
-    if not items:
-        raise UserError(f"suite '{name}' has no test items")
-    s = _Suite(name, task, items, [render(tok, it.prompt) for it in items], n=len(items) if n == 0 else n)
-    if task.kind == "choice":
-        for item, prompt in zip(items, s.prompts):
-            if not item.meta.get("choices"):
-                raise UserError(f"suite '{name}' item {item.id} is multiple choice but has no meta['choices']")
-            texts = [_option_text(cfg, item, j) for j in range(len(item.meta["choices"]))]
-            cloze = cfg.mc_cloze and bool(item.meta.get("cloze"))
-            prefix = _shared_prefix(texts) if cloze else cfg.mc_template.partition("{")[0]
-            prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
-            for text in texts:
-                s.contexts.append(prompt + prefix_ids)
-                s.options.append(tok(text[len(prefix):], add_special_tokens=False)["input_ids"])
-    return s
-
-
-def _test_items(task: Task, n: int) -> list[Item]:
-    """The first n test items (n = 0: all), at most as many as the split holds."""
-    count = task.count("test")
-    return task.items("test", min(n or count, count))
-
-
-def _prepare_kl(prepared: list[_Suite], tasks: dict[str, Task], tok: Any, cfg: EvalConfig, render: Any):
-    """Prompt ids and gold response ids (format_completion + end of sequence) for the KL analysis."""
-    if cfg.kl_items == 0:
-        return [], []
-    if cfg.kl_suite is not None:
-        if cfg.kl_suite not in tasks:
-            raise UserError(f"kl_suite '{cfg.kl_suite}' is not among the evaluated suites ({', '.join(tasks)})")
-        task = tasks[cfg.kl_suite]
-    else:
-        gen = [s.task for s in prepared if s.task.kind == "generate"]
-        if not gen:
-            return [], []
-        task = gen[0]
-    items = _test_items(task, cfg.kl_items)
-    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    ctx = [render(tok, it.prompt) for it in items]
-    resp = [tok(format_completion(it.solution, it.answer), add_special_tokens=False)["input_ids"] + eos
-            for it in items]
-    return ctx, resp

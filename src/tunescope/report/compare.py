@@ -15,7 +15,8 @@ the findings make:
 
 Per-item scores come from the evaluation stages' samples.jsonl: the mean over samples of an item,
 and for a multiple-choice suite scored by option likelihood, the likelihood pick (the records the
-suite's `accuracy` is computed from).
+suite's `accuracy` is computed from). `paired_kl` pairs two runs' KL to the base the same way, over
+the KL items both were scored on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunescope.evaluate.stats import Diff, paired_diff
+from tunescope.evaluate.stats import Diff, bootstrap_ci, paired_diff
 
 POOLED_OOD = "out-of-domain (pooled)"  # the suite name of a comparison on all of a run's OOD suites' items
 COLUMNS = ["comparison", "a", "b", "a_label", "b_label", "suite", "a_value", "b_value", "diff", "ci_low",
@@ -178,3 +179,24 @@ def comparisons(manifest: dict[str, Any], acc: pd.DataFrame, runs: pd.DataFrame,
                          "interval": d.method, "per_seed": " ".join(f"{x:+.4f}" for x in d.per_seed),
                          "seeds_agreeing": int(agree)})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _item_kl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per KL item, a run's final KL sums (mean over its seeds) and token counts; None when not recorded."""
+    if "kl_item_sums" not in rows or rows["kl_item_sums"].isna().any():
+        return None
+    sums = [np.asarray(str(x).split(), dtype=np.float64) for x in rows["kl_item_sums"]]
+    tokens = np.asarray(str(rows["kl_item_tokens"].iloc[0]).split(), dtype=np.float64)
+    if not len(tokens) or any(len(x) != len(tokens) for x in sums):
+        return None
+    return np.mean(sums, axis=0), tokens
+
+
+def paired_kl(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float, float] | None:
+    """KL(a) − KL(b), token-pooled, with an item bootstrap over the KL items both were scored on."""
+    ka, kb = _item_kl(a), _item_kl(b)
+    if ka is None or kb is None or len(ka[1]) != len(kb[1]) or not (ka[1] == kb[1]).all() or ka[1].sum() <= 0:
+        return None
+    n = ka[1]
+    per = np.divide(ka[0] - kb[0], n, out=np.zeros_like(n), where=n > 0)
+    return bootstrap_ci(per, weights=n)

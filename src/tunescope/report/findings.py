@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from tunescope.report.claims import CLAIMS, verdict_of
-from tunescope.report.compare import POOLED_OOD, method_pairs, plain_runs
+from tunescope.report.compare import POOLED_OOD, method_pairs, paired_kl, plain_runs
 from tunescope.report.tables import accuracy, final_scores
 
 
@@ -221,29 +220,6 @@ def _versus_base(t: dict[str, pd.DataFrame]) -> list[Finding]:
     return out
 
 
-def _item_kl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per KL item, a run's final KL sums (mean over its seeds) and token counts; None when not recorded."""
-    if "kl_item_sums" not in rows or rows["kl_item_sums"].isna().any():
-        return None
-    sums = [np.asarray(str(x).split(), dtype=np.float64) for x in rows["kl_item_sums"]]
-    tokens = np.asarray(str(rows["kl_item_tokens"].iloc[0]).split(), dtype=np.float64)
-    if not len(tokens) or any(len(x) != len(tokens) for x in sums):
-        return None
-    return np.mean(sums, axis=0), tokens
-
-
-def _paired_kl(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float, float] | None:
-    """KL(a) − KL(b), token-pooled, with an item bootstrap over the KL items both were scored on."""
-    from tunescope.evaluate.stats import bootstrap_ci
-
-    ka, kb = _item_kl(a), _item_kl(b)
-    if ka is None or kb is None or len(ka[1]) != len(kb[1]) or not (ka[1] == kb[1]).all() or ka[1].sum() <= 0:
-        return None
-    n = ka[1]
-    per = np.divide(ka[0] - kb[0], n, out=np.zeros_like(n), where=n > 0)
-    return bootstrap_ci(per, weights=n)
-
-
 def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
     d = t.get("distribution")
     if d is None or d.empty or d["kl"].isna().all():
@@ -260,7 +236,7 @@ def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
     for s, g in [(s, g) for s, g in _pairs(t) if s in m.index and g in m.index]:
         ks, kg = per_seed.get(s, pd.Series(dtype=float)), per_seed.get(g, pd.Series(dtype=float))
         agree = sum(a < b for a, b in zip(kg.to_numpy(), ks.to_numpy()))
-        paired = _paired_kl(last[last["run"] == g], last[last["run"] == s])
+        paired = paired_kl(last[last["run"] == g], last[last["run"] == s])
         if paired is not None:
             diff, lo, hi = paired
             verdict = verdict_of(lo, hi, sign=-1)

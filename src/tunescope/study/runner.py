@@ -30,59 +30,13 @@ from typing import Any
 
 from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
 from tunescope.config import to_dict
-from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
 from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import Plan, eval_config, n_layers, recovery_suite, resolve
+from tunescope.study.refs import pick_checkpoint, ref_inputs, resolve_ref, seed_of
 from tunescope.study.stages import Context, Stage, StageRunner, stage_id
 from tunescope.threads import torch_threads
-
-
-def seed_of(cfg: StudyConfig, run: str, seed: int) -> int:
-    """The seed of `run` that a run with `seed` starts from (the same seed when it exists)."""
-    seeds = cfg.runs[run].seeds
-    return seed if seed in seeds else seeds[0]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Resolving checkpoint refs from finished stages
-
-
-def _score_table(eval_rec: dict[str, Any]):
-    import pandas as pd
-
-    return pd.read_csv(Path(eval_rec["dir"]) / "scores.csv")
-
-
-def pick_checkpoint(ckpts: list[ModelRef], which: str, eval_rec: dict[str, Any] | None,
-                    ood_suite: str | None) -> ModelRef:
-    """The checkpoint a ref names: last, first, a fraction, or best_ood (highest OOD accuracy after step 0)."""
-    if not ckpts:
-        raise UserError("the run has no complete checkpoints")
-    if which == "last":
-        return ckpts[-1]
-    if which == "first":
-        return ckpts[0]
-    if which == "best_ood":
-        assert eval_rec is not None and ood_suite is not None
-        s = _score_table(eval_rec)
-        s = s[(s["suite"] == ood_suite) & (s["metric"] == primary_metric(s))]
-        by_step = s.groupby("step")["value"].mean()
-        candidates = [c for c in ckpts if c.step and c.step in by_step.index]
-        if not candidates:
-            raise UserError(f"no scored checkpoint after step 0 on {ood_suite}; evaluate more checkpoints")
-        return max(candidates, key=lambda c: (by_step[c.step], -c.step))  # ties: the earliest
-    frac = float(which)
-    later = [c for c in ckpts if c.fraction is not None and c.fraction >= frac - 1e-9]
-    return later[0] if later else ckpts[-1]
-
-
-def primary_metric(scores) -> str:
-    """The accuracy-like metric of a scores table: 'accuracy' when present, else the first one."""
-    metrics = list(dict.fromkeys(scores["metric"]))
-    return "accuracy" if "accuracy" in metrics else metrics[0]
-
 
 # ---------------------------------------------------------------------------------------------------
 # The stage list
@@ -109,12 +63,12 @@ def build_stages(plan: Plan, out: Path) -> list[Stage]:
         for seed in cfg.runs[run].seeds:
             stages += _run_stages(plan, run, seed, eval_for(run), eval_cost)
     for sname, sspec in cfg.analyses.spectra.items():
-        inputs = _ref_inputs(cfg, [sspec.reference, sspec.target])
+        inputs = ref_inputs(cfg, [sspec.reference, sspec.target])
         stages.append(Stage(stage_id("spectrum", sname), "spectrum", to_dict(sspec),
                             _spectrum_fn(cfg, sspec), inputs=inputs,
                             estimate_s=20))
     for iname, iv in cfg.interventions.items():
-        inputs = _ref_inputs(cfg, [iv.reference, iv.target])
+        inputs = ref_inputs(cfg, [iv.reference, iv.target])
         stages.append(Stage(stage_id("intervene", iname), "intervene", to_dict(iv), _intervene_fn(cfg, iname),
                             inputs=inputs, estimate_s=20))
         source = parse_ref(iv.reference)[0]
@@ -206,33 +160,6 @@ def _run_order(cfg: StudyConfig) -> list[str]:
     for run in cfg.runs:
         visit(run)
     return order
-
-
-def _ref_inputs(cfg: StudyConfig, refs: list[str]) -> list[str]:
-    """Stages a ref reads; runs use their first seed."""
-    inputs = ["base"]
-    for ref in refs:
-        src, which = parse_ref(ref)
-        if which:
-            seed = cfg.runs[src].seeds[0]
-            inputs.append(stage_id("train", src, seed))
-            if which == "best_ood":
-                inputs.append(stage_id("evaluate", src, seed))
-        elif src in cfg.interventions:
-            inputs.append(stage_id("intervene", src))
-    return list(dict.fromkeys(inputs))
-
-
-def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], seed: int | None = None) -> ModelRef:
-    """The model a checkpoint ref names, from the records of finished stages."""
-    src, which = parse_ref(ref)
-    if not which:
-        if src == "base":
-            return ModelRef(path=res.base_model(inputs), name="base", step=0, fraction=0.0)
-        return ModelRef(path=Path(res.read(inputs[stage_id("intervene", src)], res.EditResult).model), name=src)
-    s = seed_of(cfg, src, seed) if seed is not None else cfg.runs[src].seeds[0]
-    ckpts = list_checkpoints(res.read(inputs[stage_id("train", src, s)], res.TrainResult).run)
-    return pick_checkpoint(ckpts, which, inputs.get(stage_id("evaluate", src, s)), cfg.runs[src].ood_suite)
 
 
 # ---------------------------------------------------------------------------------------------------
