@@ -145,9 +145,11 @@ def test_smoke_study_is_the_default_study_made_tiny(tmp_path):
     default, smoke = to_dict(load_study(preset="default")), to_dict(load_study(preset="smoke"))
     assert smoke["runs"].keys() == default["runs"].keys()
     assert smoke["analyses"] == default["analyses"] and smoke["interventions"] == default["interventions"]
-    for run, spec in default["runs"].items():  # same roles; only budgets and item counts differ
-        assert {k: v for k, v in smoke["runs"][run].items() if k not in ("budget", "evaluation")} == \
-               {k: v for k, v in spec.items() if k not in ("budget", "evaluation")}
+    for run, spec in default["runs"].items():  # same roles; only budgets, item counts and seeds differ
+        assert {k: v for k, v in smoke["runs"][run].items() if k not in ("budget", "evaluation", "seeds")} == \
+               {k: v for k, v in spec.items() if k not in ("budget", "evaluation", "seeds")}
+    assert [default["runs"][r]["seeds"] for r in ("sft_lowlr", "sft", "grpo", "sft24", "grpo24")] == [[0, 1, 2]] * 5
+    assert smoke["runs"]["sft"]["seeds"] == smoke["runs"]["grpo"]["seeds"] == [0, 1]  # seeds x items in make test
     assert smoke["base"]["organism"] == "smoke" and smoke["evaluation"]["settings"]["n"] == 4
     # a user's study can extend a packaged one or a file; a cycle is a one-line error
     (tmp_path / "mine.yaml").write_text("extends: smoke\nname: mine\nruns: {sft: {budget: {lr: 0.01}}}\n")
