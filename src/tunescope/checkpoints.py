@@ -76,6 +76,9 @@ def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
         if not path.exists():
             raise UserError(f"{path} does not exist; pass a model directory or a run directory")
         if is_model_dir(path):
+            from tunescope.weights import verify
+
+            verify(path)
             side = read_sidecar(path)
             out.append(ModelRef(path=path, name=path.name, step=side.get("step"),
                                 fraction=side.get("fraction"), method=side.get("method")))
@@ -83,6 +86,10 @@ def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
             refs = list_checkpoints(path)
             if not refs:
                 raise UserError(f"run directory {path} has no complete checkpoints yet")
+            from tunescope.weights import verify
+
+            for ref in refs:
+                verify(ref.path)
             out.extend(refs)
         else:
             raise UserError(f"{path} is neither a model directory (no config.json) nor a run directory "

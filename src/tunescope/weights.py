@@ -36,6 +36,39 @@ def _data_offsets(f: Path) -> dict[str, tuple[int, int]]:
             for k, v in header.items() if k != "__metadata__"}
 
 
+def verify(model_dir: str | Path) -> None:
+    """A local model directory is whole before any work reads it: config.json parses, and every
+    safetensors file's header parses and covers the file exactly (a truncated copy fails here with one
+    line naming the file, not later inside the Rust reader)."""
+    d = Path(model_dir)
+    conf = d / "config.json"
+    if not conf.is_file():
+        raise UserError(f"{d} has no config.json; pass a Hugging Face model directory")
+    try:
+        json.loads(conf.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{conf} is not valid JSON ({e}); re-copy or re-save the model") from None
+    for f in sorted(d.glob("*.safetensors")):
+        _verify_file(f)
+
+
+def _verify_file(f: Path) -> None:
+    size = f.stat().st_size
+    fix = "the file is truncated or corrupt; re-copy or re-save the model"
+    with open(f, "rb") as h:
+        head = h.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            raise UserError(f"{f}: no readable safetensors header ({size} bytes); {fix}")
+        try:
+            header = json.loads(h.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError):
+            raise UserError(f"{f}: its safetensors header does not parse; {fix}") from None
+    if 8 + n + end != size:
+        raise UserError(f"{f}: {size:,} bytes where its header describes {8 + n + end:,}; {fix}")
+
+
 class WeightFiles:
     """Read-only view of a model directory's safetensors tensors, by name."""
 
@@ -43,6 +76,8 @@ class WeightFiles:
         self.dir = Path(model_dir)
         if not self.dir.is_dir():
             raise UserError(f"{self.dir} is not a directory; pass a model directory")
+        for f in sorted(self.dir.glob("*.safetensors")):
+            _verify_file(f)
         index = self.dir / INDEX
         if index.is_file():
             try:

@@ -36,6 +36,11 @@ def _run(args: argparse.Namespace) -> int:
         from tunescope.errors import UserError
 
         raise UserError(f"--jobs {args.jobs}: give 1 or more stages to run at once")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        from tunescope.errors import UserError
+
+        raise UserError(f"--out {out} is a file; give a study directory (new, or one a run wrote before)")
 
     words, overrides = split_overrides([w for w in (args.study, *args.overrides) if w is not None])
     words += [w for w in overrides if Path(w).is_file()]  # a study file whose name holds '='

@@ -273,6 +273,13 @@ def _validate_base(cfg: StudyConfig) -> None:
                             "or a hub id such as org/name")
         if p.exists() and not (p / "config.json").is_file():
             raise UserError(f"base.path: {base.path} has no config.json; point it at a Hugging Face model directory")
+        if p.is_dir():
+            from tunescope.weights import verify
+
+            try:
+                verify(p)
+            except UserError as e:
+                raise UserError(f"base.path: {e}") from None
 
 
 def _validate_evaluation(cfg: StudyConfig) -> None:

@@ -35,7 +35,7 @@ from tunescope.study import results as res
 from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import Plan, eval_config, n_layers, recovery_suite, resolve
 from tunescope.study.refs import pick_checkpoint, ref_inputs, resolve_ref, seed_of
-from tunescope.study.stages import Context, Stage, StageRunner, stage_id
+from tunescope.study.stages import Context, Stage, StageRunner, hold, stage_id
 from tunescope.threads import torch_threads
 
 # ---------------------------------------------------------------------------------------------------
@@ -305,18 +305,19 @@ def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
     if pinned:
         os.environ["TUNESCOPE_THREADS"] = "1"
     try:
-        plan = resolve(cfg)
-        records = StageRunner(out).run(build_stages(plan, out), jobs=jobs)
-        write_json(out / "study.json", make_manifest(plan, records))
+        with hold(out):
+            plan = resolve(cfg)
+            records = StageRunner(out).run(build_stages(plan, out), jobs=jobs)
+            write_json(out / "study.json", make_manifest(plan, records))
+            rep = Path(records["report"]["dir"])
+            _publish(rep / "report.html", out / "report.html")
+            tables = out / "tables"
+            if tables.exists():
+                shutil.rmtree(tables)
+            shutil.copytree(rep / "tables", tables)
     finally:
         if pinned:  # leave the caller's environment as it was
             os.environ.pop("TUNESCOPE_THREADS", None)
-    rep = Path(records["report"]["dir"])
-    _publish(rep / "report.html", out / "report.html")
-    tables = out / "tables"
-    if tables.exists():
-        shutil.rmtree(tables)
-    shutil.copytree(rep / "tables", tables)
     return out / "report.html"
 
 

@@ -20,6 +20,7 @@ in ROOT/logs/); completed stages are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -272,6 +273,32 @@ class StageRunner:
         _fsync_dir(final.parent)
         rec["dir"] = str(final)
         return rec
+
+
+@contextlib.contextmanager
+def hold(root: Path) -> Iterator[None]:
+    """Hold ROOT for one study run: a second run on the same directory stops at once with one line.
+    The lock is an flock on ROOT/.lock, released by the kernel when the holder ends, killed included,
+    so a killed run never leaves it stuck (forked stage processes hold it until they end too)."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root / ".lock", "a+")  # noqa: SIM115 (held for the block)
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"{root} is in use by another tunescope run ({holder}); wait for it to finish "
+                            "or give another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield
+    finally:
+        f.close()
 
 
 def _execute_in_child(runner: StageRunner, st: Stage, key: str, final: Path, partial: Path, conn: Any) -> None:

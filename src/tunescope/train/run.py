@@ -54,6 +54,10 @@ def load_model(model: str | Path, dtype: Any = None) -> tuple[Any, Any]:
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     )
 
+    if Path(model).is_dir():
+        from tunescope.weights import verify
+
+        verify(model)
     try:
         config = AutoConfig.from_pretrained(str(model))
     except (OSError, ValueError) as e:
