@@ -7,12 +7,22 @@ with an optional `tunescope.json` sidecar. A *run directory* holds checkpoints:
     RUN/log.jsonl                      one line per optimiser step
     RUN/checkpoints/step-000040/       a complete model directory; tunescope.json has step, fraction
 
-`resolve_models` turns command-line paths into an ordered list of model directories.
+Runs trained elsewhere are read in their own layouts (`foreign_checkpoints`), ordered by step:
+
+    RUN/checkpoint-500/                          Hugging Face Trainer, TRL (trainer_state.json: max_steps)
+    RUN/global_step_500/actor/huggingface/       verl (FSDP shards alone: merge them first)
+    RUN/step_500/, RUN/global_step_500/[MODEL/]  open-instruct, OpenRLHF (a model directory, or one inside)
+
+The fraction of training is the step over `max_steps` of the checkpoint's trainer_state.json when
+there is one, else over the largest step found. A DeepSpeed ZeRO checkpoint without consolidated
+weights is an error naming `zero_to_fp32.py`. `resolve_models` turns command-line paths into an
+ordered list of model directories.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +78,66 @@ def list_checkpoints(run: str | Path) -> list[ModelRef]:
     return sorted(refs, key=lambda r: r.step or 0)
 
 
+_FOREIGN = re.compile(r"^(checkpoint-|global_step_|global_step|step_)(\d+)$")
+
+
+def _has_weights(d: Path) -> bool:
+    return any(f.is_file() for pattern in ("*.safetensors", "*.bin") for f in d.glob(pattern))
+
+
+def _model_inside(d: Path) -> Path | None:
+    """The model directory a foreign step directory holds: itself, verl's actor/huggingface, or its
+    one subdirectory with a config.json. Raises when only unconsolidated shards are there."""
+    for cand in (d, d / "actor" / "huggingface"):
+        if is_model_dir(cand) and _has_weights(cand):
+            return cand
+    subs = [c for c in sorted(d.iterdir()) if c.is_dir() and is_model_dir(c) and _has_weights(c)]
+    if len(subs) == 1:
+        return subs[0]
+    if (d / "zero_to_fp32.py").is_file() or any(d.glob("global_step*/*_model_states.pt")):
+        raise UserError(f"{d} holds DeepSpeed ZeRO shards but no consolidated weights; run "
+                        f"`python {d / 'zero_to_fp32.py'} {d} {d}/consolidated --safe_serialization` "
+                        "(DeepSpeed's zero_to_fp32.py, saved beside them), then pass that directory")
+    if any((d / "actor").glob("model_world_size_*_rank_*.pt")):
+        raise UserError(f"{d / 'actor'} holds verl FSDP shards but no huggingface/ weights; merge them with "
+                        f"`python -m verl.model_merger merge --backend fsdp --local_dir {d / 'actor'} "
+                        f"--target_dir {d / 'actor' / 'huggingface'}`")
+    return None
+
+
+def _max_steps(d: Path) -> int | None:
+    state = d / "trainer_state.json"
+    try:
+        return int(json.loads(state.read_text())["max_steps"]) if state.is_file() else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def foreign_checkpoints(run: str | Path) -> list[ModelRef]:
+    """The checkpoints of a run trained outside tunescope (layouts above), ordered by step."""
+    run = Path(run)
+    found: dict[int, tuple[Path, Path]] = {}
+    for d in sorted(run.iterdir()) if run.is_dir() else []:
+        m = _FOREIGN.match(d.name)
+        if not (m and d.is_dir()):
+            continue
+        model = _model_inside(d)
+        if model is None:
+            continue
+        step = int(m.group(2))
+        if step in found:
+            raise UserError(f"{run} has two checkpoints of step {step} ({found[step][0].name}, {d.name}); "
+                            "pass the model directories themselves")
+        found[step] = (d, model)
+    last = max(found, default=0)
+    refs = []
+    for step, (d, model) in sorted(found.items()):
+        total = _max_steps(d) or _max_steps(model) or last
+        refs.append(ModelRef(path=model, name=f"{run.name}/{d.name}", step=step,
+                             fraction=round(step / total, 6) if total else None))
+    return refs
+
+
 def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
     """Model directories for CLI arguments: a run directory expands to all its checkpoints."""
     out: list[ModelRef] = []
@@ -75,7 +145,14 @@ def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
         path = Path(p)
         if not path.exists():
             raise UserError(f"{path} does not exist; pass a model directory or a run directory")
-        if is_model_dir(path):
+        foreign = [] if (path / CHECKPOINTS).is_dir() else foreign_checkpoints(path)
+        if foreign:  # a run trained elsewhere (a model saved at its root beside the checkpoints is not read)
+            from tunescope.weights import verify
+
+            for ref in foreign:
+                verify(ref.path)
+            out.extend(foreign)
+        elif is_model_dir(path):
             from tunescope.weights import verify
 
             verify(path)
@@ -93,5 +170,5 @@ def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
             out.extend(refs)
         else:
             raise UserError(f"{path} is neither a model directory (no config.json) nor a run directory "
-                            f"(no {CHECKPOINTS}/)")
+                            f"({CHECKPOINTS}/step-N/, or checkpoint-N/, global_step_N/, step_N/ of other trainers)")
     return out
