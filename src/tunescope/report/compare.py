@@ -119,10 +119,13 @@ def plain_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
-    """(SFT run, GRPO run) pairs of plain runs on the same training task."""
+    """(SFT run, RL run) pairs of plain runs on the same training task (RL: GRPO, or an imported PPO
+    or RLVR run)."""
+    from tunescope.train.config import RL_METHODS
+
     p = plain_runs(runs)
     return [(s.run, g.run) for s in p[p["method"] == "sft"].itertuples()
-            for g in p[p["method"] == "grpo"].itertuples() if s.task == g.task]
+            for g in p[p["method"].isin(RL_METHODS)].itertuples() if s.task == g.task]
 
 
 def variant_pairs(runs: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[str, str]]:

@@ -102,6 +102,8 @@ def render(manifest: dict[str, Any], tables: dict[str, pd.DataFrame], figs: dict
         versions=pd.DataFrame(list(prov.get("versions", {}).items()), columns=["package", "version"]),
         host=str(prov.get("host", {})), config_yaml=yaml.safe_dump(cfg, sort_keys=False),
         budgets_yaml=yaml.safe_dump({r: v.get("budget_resolved") for r, v in manifest["runs"].items()}, sort_keys=False),
+        imported=[f"{v['label']} from {v['budget_resolved'].get('imported_from')}" for v in manifest["runs"].values()
+                  if v.get("imported")],
         table_names=[f"{n}.csv" for n in tables])
 
 

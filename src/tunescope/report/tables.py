@@ -23,7 +23,10 @@ MODULES = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 def _stages(manifest: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {n: r for n, r in manifest["stages"].items() if r["kind"] == kind}
+    """The records of one kind of stage; "train" includes the imports of runs trained elsewhere,
+    which leave the same record (a run directory whose step 0 is the base)."""
+    kinds = ("train", "import") if kind == "train" else (kind,)
+    return {n: r for n, r in manifest["stages"].items() if r["kind"] in kinds}
 
 
 def _run_seed(stage_name: str) -> tuple[str, int | None]:
@@ -58,7 +61,9 @@ def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     t["runs"] = pd.DataFrame([{"run": r, "label": v["label"], "method": v["method"], "task": v["task"],
                                "init": v["init"], "ood_suites": " ".join(ood_suites(manifest, r)),
                                "freeze": " ".join(v.get("freeze") or []), "train_only": " ".join(v.get("train_only") or []),
-                               "seeds": " ".join(map(str, v["seeds"]))} for r, v in manifest["runs"].items()])
+                               "seeds": " ".join(map(str, v["seeds"])),
+                               "source": "imported" if v.get("imported") else "trained"}
+                              for r, v in manifest["runs"].items()])
     t["compute"] = _compute(manifest)
     scores, dist = _evaluations(manifest)
     t["scores"], t["distribution"] = scores, dist

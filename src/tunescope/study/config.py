@@ -37,7 +37,7 @@ from tunescope.filetasks import load_spec, shipped_specs
 from tunescope.intervene import METHODS as INTERVENTIONS
 from tunescope.naming import parse_layer_range
 from tunescope.organism.build import PRESETS as ORGANISMS
-from tunescope.train.config import METHODS
+from tunescope.train.config import IMPORTED_METHODS, METHODS
 from tunescope.world import TASKS
 
 CONFIGS = Path(str(resources.files("tunescope") / "configs"))
@@ -65,6 +65,9 @@ class RunSpec:
     evaluation: dict[str, Any] = field(default_factory=dict)  # evaluation.settings overrides for this run's
     # checkpoints and the interventions from it, e.g. {n_by_suite: {game24_ood: 0}} (all OOD hands)
     label: str | None = None  # display name in the report (defaults to the run's key)
+    # a run trained elsewhere instead of training: a run directory in any layout tunescope reads, or a
+    # list of {path, step} (model directories or hub ids); `method` says what produced it (IMPORTED_METHODS)
+    checkpoints: Any = None
 
 
 @dataclass
@@ -305,6 +308,9 @@ def _validate_runs(cfg: StudyConfig) -> None:
         where = f"runs.{name}"
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name == "base":
             raise UserError(f"{where}: run names may use letters, digits, '_', '.', '-' and may not be 'base'")
+        if run.checkpoints is not None:
+            _validate_imported(cfg, name, run)
+            continue
         if run.method not in METHODS:
             raise UserError(f"{where}.method: unknown method {run.method!r}; use one of {', '.join(METHODS)}")
         if run.dataset is None:
@@ -330,6 +336,39 @@ def _validate_runs(cfg: StudyConfig) -> None:
         _check_ref(cfg, run.init, f"{where}.init", allow_interventions=False)
         if parse_ref(run.init)[0] == name:
             raise UserError(f"{where}.init: a run cannot start from its own checkpoint")
+
+
+def _validate_imported(cfg: StudyConfig, name: str, run: RunSpec) -> None:
+    """A run trained elsewhere: what produced it, its in-domain suite, where its checkpoints are, and
+    none of the keys that only training reads."""
+    where = f"runs.{name}"
+    if run.method not in IMPORTED_METHODS:
+        raise UserError(f"{where}.method: say what produced the imported checkpoints, one of "
+                        f"{', '.join(IMPORTED_METHODS)}")
+    if run.task not in cfg.evaluation.suites:
+        raise UserError(f"{where}.task: names the imported run's in-domain suite; {run.task!r} must be one of "
+                        "evaluation.suites")
+    if run.ood_suite is not None and run.ood_suite not in cfg.evaluation.suites:
+        raise UserError(f"{where}.ood_suite: {run.ood_suite!r} must also be in evaluation.suites")
+    given = [k for k in ("dataset", "budget", "freeze", "train_only") if getattr(run, k)]
+    if given or run.init != "base" or run.seeds != [0]:
+        key = given[0] if given else ("init" if run.init != "base" else "seeds")
+        raise UserError(f"{where}.{key}: an imported run (checkpoints:) is not trained here; drop {key} "
+                        "(it is read as one run from the study's base)")
+    ck = run.checkpoints
+    if isinstance(ck, str):
+        if not Path(ck).expanduser().exists() and not _HUB_RE.match(ck):
+            raise UserError(f"{where}.checkpoints: {ck} does not exist; give a run directory or a list of "
+                            "{path, step}")
+        return
+    if not isinstance(ck, list) or not ck or not all(isinstance(e, dict) and set(e) == {"path", "step"} for e in ck):
+        raise UserError(f"{where}.checkpoints: give a run directory, or a list of {{path: DIR or hub id, step: N}}")
+    steps = [e["step"] for e in ck]
+    if not all(isinstance(x, int) and x > 0 for x in steps) or len(set(steps)) != len(steps):
+        raise UserError(f"{where}.checkpoints: steps must be distinct integers > 0 (step 0 is the study's base)")
+    for e in ck:
+        if not Path(str(e["path"])).expanduser().exists() and not _HUB_RE.match(str(e["path"])):
+            raise UserError(f"{where}.checkpoints: {e['path']} does not exist; give a model directory or a hub id")
 
 
 def _validate_interventions(cfg: StudyConfig) -> None:

@@ -63,7 +63,7 @@ class Plan:
 
     cfg: StudyConfig
     depth: int | None
-    budgets: dict[tuple[str, int], BudgetConfig]
+    budgets: dict[tuple[str, int], BudgetConfig]  # trained runs only (not runs.NAME.checkpoints)
     evals: dict[str | None, Any]
 
     def budget(self, run: str, seed: int, n_layers: int | None = None) -> BudgetConfig:
@@ -82,7 +82,8 @@ def resolve(cfg: StudyConfig) -> Plan:
             raise UserError(f"runs.{name}.evaluation: {e}") from None
     evals[None] = eval_config(_base_settings(cfg, list(evals.values())))
     depth = base_depth(cfg)
-    budgets = {(name, seed): budget_for(cfg, name, seed, depth) for name, run in cfg.runs.items() for seed in run.seeds}
+    budgets = {(name, seed): budget_for(cfg, name, seed, depth) for name, run in cfg.runs.items()
+               if run.checkpoints is None for seed in run.seeds}  # imported runs are not trained here
     return Plan(cfg, depth, budgets, evals)
 
 
@@ -92,7 +93,7 @@ def check(cfg: StudyConfig) -> Plan:
     plan = resolve(cfg)
     for name, run in cfg.runs.items():
         _check_n_by_suite(cfg, plan.evals[name], f"runs.{name}.evaluation")
-        if run.dataset is None:
+        if run.dataset is None and run.checkpoints is None:
             _check_pool(run.task, plan.budget(name, run.seeds[0]).n_train_items, f"runs.{name}.budget.n_train_items")
     depth = plan.depth
     for name, iv in cfg.interventions.items():

@@ -109,9 +109,31 @@ def _base_stage(cfg: StudyConfig) -> Stage:
 
 
 def _run_stages(plan: Plan, run: str, seed: int, eval_cfg: dict[str, Any], eval_cost: float) -> list[Stage]:
-    """A run's training stage, the evaluation of its checkpoints and its weight diff."""
+    """A run's training stage (or its import, for runs trained elsewhere), the evaluation of its
+    checkpoints and its weight diff."""
     cfg = plan.cfg
     spec, train_id = cfg.runs[run], stage_id("train", run, seed)
+    if spec.checkpoints is not None:
+        from tunescope.study.imports import import_stage
+
+        first, n_ckpts = import_stage(cfg, run, train_id, _fingerprint), 10
+    else:
+        first = _train_stage(plan, run, seed, train_id)
+        n_ckpts = len(plan.budget(run, seed).checkpoint_steps()) - 1
+    # step 0 is the init model, already evaluated (base, or a checkpoint of the source run): the
+    # report takes its scores from there
+    stages = [first, _eval_stage(stage_id("evaluate", run, seed), eval_cfg, train_id,
+                                 lambda ins: [c for c in list_checkpoints(res.read(ins[train_id], res.TrainResult).run)
+                                              if c.step != 0], estimate_s=n_ckpts * eval_cost)]
+    if cfg.analyses.diff:
+        stages.append(Stage(stage_id("diff", run, seed), "diff", {}, _diff_fn(train_id), inputs=["base", train_id],
+                            estimate_s=10))
+    return stages
+
+
+def _train_stage(plan: Plan, run: str, seed: int, train_id: str) -> Stage:
+    cfg = plan.cfg
+    spec = cfg.runs[run]
     src, which = parse_ref(spec.init)
     inputs = ["base"]
     if which:
@@ -126,18 +148,8 @@ def _run_stages(plan: Plan, run: str, seed: int, eval_cfg: dict[str, Any], eval_
     # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
     per_step = 0.3 if spec.method == "sft" else 1e-3 * (
         budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
-    stages = [Stage(train_id, "train", conf, _train_fn(plan, run, seed), inputs=inputs,
-                    estimate_s=budget.max_steps * per_step, resumable=True),
-              # step 0 is the init model, already evaluated (base, or a checkpoint of the source run):
-              # the report takes its scores from there
-              _eval_stage(stage_id("evaluate", run, seed), eval_cfg, train_id,
-                          lambda ins: [c for c in list_checkpoints(res.read(ins[train_id], res.TrainResult).run)
-                                       if c.step != 0],
-                          estimate_s=(len(budget.checkpoint_steps()) - 1) * eval_cost)]
-    if cfg.analyses.diff:
-        stages.append(Stage(stage_id("diff", run, seed), "diff", {}, _diff_fn(train_id), inputs=["base", train_id],
-                            estimate_s=10))
-    return stages
+    return Stage(train_id, "train", conf, _train_fn(plan, run, seed), inputs=inputs,
+                 estimate_s=budget.max_steps * per_step, resumable=True)
 
 
 def _base_still_there(rec: dict[str, Any]) -> bool:
@@ -253,8 +265,14 @@ def make_manifest(plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, A
     cfg, runs = plan.cfg, {}
     depth = _recorded_depth(records) or plan.depth
     for run, spec in cfg.runs.items():
-        budget = plan.budget(run, spec.seeds[0], n_layers=depth)
-        runs[run] = to_dict(spec) | {"label": spec.label or run, "budget_resolved": to_dict(budget)}
+        if spec.checkpoints is not None:  # trained elsewhere: what its own files say of its budget
+            from tunescope.study.imports import imported_budget
+
+            budget = imported_budget(records.get(stage_id("train", run, 0)))
+        else:
+            budget = to_dict(plan.budget(run, spec.seeds[0], n_layers=depth))
+        runs[run] = to_dict(spec) | {"label": spec.label or run, "budget_resolved": budget,
+                                     "imported": spec.checkpoints is not None}
     return {"config": to_dict(cfg), "runs": runs,
             "interventions": {n: to_dict(iv) | {"suite": recovery_suite(cfg, n)} for n, iv in cfg.interventions.items()},
             "stages": {n: {k: r.get(k) for k in ("name", "kind", "key", "dir", "result", "wall_s", "config")}

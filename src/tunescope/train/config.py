@@ -24,6 +24,10 @@ from tunescope.errors import UserError
 
 PACKAGED = Path(__file__).resolve().parents[1] / "configs"
 METHODS = ("sft", "grpo")  # the training methods: tunescope.train.run.train(method, ...)
+# what may have produced a run imported into a study (runs.NAME.checkpoints), and which of them are RL:
+# the report pairs SFT against RL runs of one task
+IMPORTED_METHODS = (*METHODS, "ppo", "dpo", "rlvr", "other")
+RL_METHODS = ("grpo", "ppo", "rlvr")
 REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.reward_functions
 
 
