@@ -15,6 +15,11 @@ The interval, in order of preference:
   interval of the recovery over the resamples is reported. Pairing matters: the three models are
   scored on one item set, and their per-item scores are strongly correlated. Replicates whose
   denominator is zero are dropped (their count is reported).
+- "paired seeds x items": the same with per-item scores of several training seeds, (S, N) each,
+  row s of the three belonging together (the peak and the end of SFT seed s, and RL from that seed's
+  end): each replicate draws seeds, then items, with replacement, one draw for all three models
+  (the two-way bootstrap of `evaluate.stats.paired_diff` with paired seeds), and takes the recovery
+  of the three replicate means.
 - "interval-arithmetic": otherwise, when all three carry an interval, the range of the formula over
   the box [ref] × [target] × [edited]. The formula is monotone in each argument while the
   denominator keeps its sign, so the range is attained at the box's corners. This treats the three
@@ -42,7 +47,8 @@ class Score:
     value: float
     low: float = math.nan
     high: float = math.nan
-    per_item: Sequence[float] | None = None  # (n_items,), value == mean(per_item); same item order across models
+    # (n_items,) or (n_seeds, n_items), value == mean(per_item); same seeds and item order across models
+    per_item: Sequence[float] | np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,16 @@ def ratio(ref: float, target: float, edited: float) -> float:
 
 def _bootstrap(ref: np.ndarray, target: np.ndarray, edited: np.ndarray, level: float, n_boot: int,
                seed: int) -> tuple[float, float, int]:
-    n = ref.shape[0]
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (B, n), shared by the three models
-    r, t, e = ref[idx].mean(1), target[idx].mean(1), edited[idx].mean(1)  # (B,)
+    rng = np.random.default_rng(seed)
+    if ref.ndim == 2:  # (S, N): seeds, then items, one draw for the three models
+        n_s, n = ref.shape
+        s_idx = rng.integers(0, n_s, size=(n_boot, n_s))  # (B, S)
+        i_idx = rng.integers(0, n, size=(n_boot, n))  # (B, N)
+        r, t, e = (np.stack([x[si][:, ii].mean() for si, ii in zip(s_idx, i_idx)]) for x in (ref, target, edited))
+    else:
+        n = ref.shape[0]
+        idx = rng.integers(0, n, size=(n_boot, n))  # (B, n), shared by the three models
+        r, t, e = ref[idx].mean(1), target[idx].mean(1), edited[idx].mean(1)  # (B,)
     den = r - t
     ok = den != 0
     rec = (e[ok] - t[ok]) / den[ok]
@@ -104,13 +117,14 @@ def recovery(ref: Score, target: Score, edited: Score, *, level: float = 0.95, n
     scores = (ref, target, edited)
     if all(s.per_item is not None for s in scores):
         arrays = [np.asarray(s.per_item, dtype=np.float64) for s in scores]
-        if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1 or arrays[0].size == 0:
+        if len({a.shape for a in arrays}) != 1 or arrays[0].ndim not in (1, 2) or arrays[0].size == 0:
             raise UserError("per-item scores of REF, TARGET and the edited model must cover the same items")
         for name, s, a in zip(("ref", "target", "edited"), scores, arrays):
             if not math.isclose(s.value, float(a.mean()), rel_tol=1e-6, abs_tol=1e-9):
                 raise UserError(f"{name} score {s.value} is not the mean of its per-item scores ({a.mean()})")
         lo, hi, undefined = _bootstrap(*arrays, level=level, n_boot=n_boot, seed=seed)
-        return Recovery(value, lo, hi, "paired-bootstrap", ref, target, edited, level, undefined)
+        kind = "paired seeds x items" if arrays[0].ndim == 2 and arrays[0].shape[0] > 1 else "paired-bootstrap"
+        return Recovery(value, lo, hi, kind, ref, target, edited, level, undefined)
     if all(math.isfinite(v) for s in scores for v in (s.low, s.high)):
         lo, hi = _corners(ref, target, edited)
         return Recovery(value, lo, hi, "interval-arithmetic", ref, target, edited, level)

@@ -315,9 +315,15 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
             text += " Nothing was lost between the peak and the target, so recovery is undefined."
         verdict = verdict_of(row.recovery_low, row.recovery_high, threshold=0.5) if math.isfinite(row.recovery) \
             else "inconclusive"
+        raw = getattr(row, "per_seed", None)
+        per_seed = [float(x) for x in str(raw).split()] if isinstance(raw, str) else []  # NaN: one model
+        if per_seed:  # several seeds: the interval resamples seeds and items
+            text += f" Over {len(per_seed)} seeds, paired seed by seed ({', '.join(_pct(x) for x in per_seed)})."
+            agree = sum(x > 0.5 for x in per_seed)
+        else:
+            agree = int(row.recovery > 0.5) if math.isfinite(row.recovery) else 0
         out.append(_claim("recovery", text, "rl_recovers" if row.kind == "run" else "surgery_recovers", verdict,
-                          row.label, row.recovery, row.recovery_low, row.recovery_high,
-                          int(row.recovery > 0.5) if math.isfinite(row.recovery) else 0, 1))
+                          row.label, row.recovery, row.recovery_low, row.recovery_high, agree, len(per_seed) or 1))
     return out
 
 

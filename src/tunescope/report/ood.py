@@ -140,11 +140,14 @@ def _recoveries(items: Items, manifest: dict[str, Any], a: pd.DataFrame, run: st
     last, recs = curve.iloc[-1], []
     for rl, rspec in manifest["runs"].items():
         if rspec["init"].split(":")[0] == run:
-            g = a[a["run"] == rl]
-            g = g[g["seed"] == g["seed"].min()]
-            start = _curve(a, rl, {**rspec, "ood_suite": spec["ood_suite"], "task": spec["task"]})
-            recs.append(_recovery_row(items, run, spec, "run", rl, rspec["label"], g[g["step"] == g["step"].max()],
-                                      peak, start.iloc[0] if start is not None else last))
+            row = _rl_recovery_row(items, a, run, spec, rl, rspec, int(peak["step"]))
+            if row is None:  # per-seed items unknown: the first seed, from the curves
+                g = a[a["run"] == rl]
+                g = g[g["seed"] == g["seed"].min()]
+                start = _curve(a, rl, {**rspec, "ood_suite": spec["ood_suite"], "task": spec["task"]})
+                row = _recovery_row(items, run, spec, "run", rl, rspec["label"], g[g["step"] == g["step"].max()],
+                                    peak, start.iloc[0] if start is not None else last)
+            recs.append(row)
     for iv, ispec in manifest.get("interventions", {}).items():
         if ispec["reference"].split(":")[0] != run:
             continue
@@ -154,6 +157,46 @@ def _recoveries(items: Items, manifest: dict[str, Any], a: pd.DataFrame, run: st
                                   a[a["run"] == iv], r_row.iloc[0] if len(r_row) else peak,
                                   t_row.iloc[0] if len(t_row) else last))
     return recs
+
+
+def _rl_recovery_row(items: Items, a: pd.DataFrame, run: str, spec: dict[str, Any], rl: str, rspec: dict[str, Any],
+                     peak_step: int) -> dict[str, Any] | None:
+    """RL's recovery over every seed the SFT run and the RL run share: seed s's peak checkpoint (the
+    seed-mean curve's peak step), its last checkpoint and RL from it, paired over seeds and items."""
+    from tunescope.intervene.recovery import Score, recovery
+
+    ood = spec["ood_suite"]
+    sft, after = a[(a["run"] == run) & (a["suite"] == ood)], a[(a["run"] == rl) & (a["suite"] == ood)]
+    seeds = sorted(set(sft["seed"].dropna()) & set(after["seed"].dropna()))
+    paths: list[tuple[str, str, str]] = []
+    for sd in seeds:
+        s, r = sft[sft["seed"] == sd], after[after["seed"] == sd]
+        at_peak = s.loc[s["step"] == peak_step, "path"]
+        if at_peak.empty:
+            return None
+        paths.append((at_peak.iloc[0], s.loc[s["step"].idxmax(), "path"], r.loc[r["step"].idxmax(), "path"]))
+    m = items.matrix([p for trio in paths for p in trio], ood) if paths else None
+    if m is None or not len(m[1]):
+        return None
+    per = m[0].reshape(len(paths), 3, -1)  # (S, 3, N): peak, end, RL
+    ref, tgt, aft = (Score(float(per[:, j].mean()), per_item=per[:, j]) for j in range(3))
+    rec = recovery(ref, tgt, aft)
+    a_rl = a[(a["run"] == rl) & a["seed"].isin(seeds)]
+    final = a_rl[a_rl["step"] == a_rl.groupby("seed")["step"].transform("max")]
+    o, idv = final[final["suite"] == ood], final.loc[final["suite"] == spec["task"], "value"]
+    return {"source": run, "kind": "run", "name": rl, "label": rspec["label"], "suite": ood,
+            "ood_reference": rec.ref.value, "ood_target": rec.target.value, "ood_after": rec.edited.value,
+            "ood_after_ci_low": float(o["ci_low"].mean()), "ood_after_ci_high": float(o["ci_high"].mean()),
+            "id_after": float(idv.mean()) if len(idv) else np.nan, "n_items": len(m[1]), "seeds": len(paths),
+            "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high, "interval": rec.interval,
+            "per_seed": " ".join(f"{ratio:.3f}" for ratio in (
+                _ratio(per[i, 0].mean(), per[i, 1].mean(), per[i, 2].mean()) for i in range(len(paths))))}
+
+
+def _ratio(ref: float, tgt: float, after: float) -> float:
+    from tunescope.intervene.recovery import ratio
+
+    return ratio(float(ref), float(tgt), float(after))
 
 
 def _outcome_mix(manifest: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame | None:
