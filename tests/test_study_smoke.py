@@ -74,7 +74,7 @@ def test_weight_change_table_matches_numpy(smoke_study):
     name = next(n for n in base_w if "layers.0." in n and "q_proj.weight" in n)
     b, c = base_w[name].astype(np.float64), last_w[name].astype(np.float64)
     expected = np.linalg.norm(c - b) / np.linalg.norm(b)
-    row = heat[(heat["run"] == "sft") & (heat["layer"] == 0) & (heat["module"] == "q")]
+    row = heat[(heat["run"] == "sft") & (heat["seed"] == 0) & (heat["layer"] == 0) & (heat["module"] == "q")]
     assert len(row) == 1 and math.isclose(float(row["rel_change"].iloc[0]), expected, rel_tol=1e-4)
     assert expected > 0
 
@@ -146,7 +146,7 @@ def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["run", "--preset", "smoke", "--out", str(out), "--check", f"base.path={smoke_organism}"]) == 0
     plan = capsys.readouterr().out
-    assert "31 stages (0 cached)" in plan and not out.exists()
+    assert "37 stages (0 cached)" in plan and not out.exists()
 
 
 def test_ood_peak_differences_are_paired_over_items(smoke_study):

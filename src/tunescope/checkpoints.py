@@ -145,12 +145,10 @@ def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
         path = Path(p)
         if not path.exists():
             raise UserError(f"{path} does not exist; pass a model directory or a run directory")
+        # a named model directory is checked whole here; a run's checkpoints by the command that reads
+        # them (an evaluation sweep records a broken one and goes on, `diff` stops on it with one line)
         foreign = [] if (path / CHECKPOINTS).is_dir() else foreign_checkpoints(path)
         if foreign:  # a run trained elsewhere (a model saved at its root beside the checkpoints is not read)
-            from tunescope.weights import verify
-
-            for ref in foreign:
-                verify(ref.path)
             out.extend(foreign)
         elif is_model_dir(path):
             from tunescope.weights import verify
@@ -163,10 +161,6 @@ def resolve_models(paths: list[str | Path]) -> list[ModelRef]:
             refs = list_checkpoints(path)
             if not refs:
                 raise UserError(f"run directory {path} has no complete checkpoints yet")
-            from tunescope.weights import verify
-
-            for ref in refs:
-                verify(ref.path)
             out.extend(refs)
         else:
             raise UserError(f"{path} is neither a model directory (no config.json) nor a run directory "

@@ -193,21 +193,26 @@ class StageRunner:
 
     def _start_ready(self, pending: list[tuple[Stage, str, bool]], running: dict[Any, tuple[Stage, Any, float]],
                      fork: Any, jobs: int, spent: dict[str, list[float]], counter: list[int]) -> None:
-        """Record cached stages and start ready ones, in `pending`'s order, until `jobs` run."""
-        while len(running) < jobs:
-            ready = next((p for p in pending if all(i in self.records for i in p[0].inputs)), None)
-            if ready is None:
+        """Record every ready stage that is cached, then start ready ones in `pending`'s order until
+        `jobs` run (a cached stage never waits for a free slot)."""
+        while True:
+            ready = [p for p in pending if all(i in self.records for i in p[0].inputs)]
+            cached = [(p, rec) for p in ready if (rec := self._finished(p[0], self._dirs(p[0], p[1])[0])) is not None]
+            for p, rec in cached:
+                pending.remove(p)
+                self._line(counter[0], counter[1], p[0].name, "cached")
+                counter[0] += 1
+                self.records[p[0].name] = rec
+            if not cached:
+                break
+        for st, key, cached_then in [p for p in ready if p in pending]:
+            if len(running) >= jobs:
                 return
-            pending.remove(ready)
-            st, key, _ = ready
+            pending.remove((st, key, cached_then))
             final, partial = self._dirs(st, key)
-            rec = self._finished(st, final)
             left = self._left(pending, spent, jobs) + st.estimate_s * _scale(spent, st.kind) / jobs
-            self._line(counter[0], counter[1], st.name, "cached" if rec else f"running, ~{_fmt(left)} left")
+            self._line(counter[0], counter[1], st.name, f"running, ~{_fmt(left)} left")
             counter[0] += 1
-            if rec is not None:
-                self.records[st.name] = rec
-                continue
             recv, send = fork.Pipe(duplex=False)
             proc = fork.Process(target=_execute_in_child, args=(self, st, key, final, partial, send), name=st.name)
             proc.start()
