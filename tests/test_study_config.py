@@ -164,6 +164,18 @@ def test_smoke_study_is_the_default_study_made_tiny(tmp_path):
         load_study(tmp_path / "c.yaml")
 
 
+def test_an_intervention_is_made_once_per_seed_of_the_run_it_edits(tmp_path):
+    from tunescope.study.plan import resolve
+    from tunescope.study.runner import build_stages
+
+    stages = {s.name: s for s in build_stages(resolve(load_study(preset="default")), tmp_path)}
+    for seed in (0, 1, 2):
+        edit = stages[f"intervene/restore_top20/s{seed}"]
+        assert {f"train/sft24/s{seed}", f"evaluate/sft24/s{seed}"} <= set(edit.inputs)  # best_ood of that seed
+        assert stages[f"evaluate/restore_top20/s{seed}"].inputs == ["base", edit.name]
+    assert "intervene/restore_top20" not in stages and "intervene/restore_top20/s3" not in stages
+
+
 @pytest.mark.parametrize("overrides, fragment", [
     (["runs.sft.freeze=[q@0-99]"], "runs.sft.budget: selector 'q@0-99': layer range '0-99' is outside the model, "
                                    "which has layers 0-1"),
@@ -189,7 +201,7 @@ def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path
     assert eval_settings(cfg, None)["n_final_by_suite"] == {"game24": 0}
     stages = {s.name: s for s in build_stages(resolve(cfg), tmp_path)}
     assert stages["evaluate/sft24/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}
-    assert stages["evaluate/restore_top20"].config["settings"]["n_by_suite"] == {"game24_ood": 0}  # from sft24
+    assert stages["evaluate/restore_top20/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}  # from sft24
     assert stages["evaluate/sft/s0"].config["settings"]["n_by_suite"] == {}
     with pytest.raises(UserError, match="runs.sft24.evaluation: unknown config key"):
         load_study(preset="smoke", overrides=["runs.sft24.evaluation={nn: 3}"])

@@ -81,7 +81,7 @@ def test_a_study_imports_a_trl_run_and_analyses_it(smoke_organism, tmp_path):
     assert len(row) == 1 and row["step"].iloc[0] == 4
     assert np.isclose(row["rel_change"].iloc[0], np.linalg.norm(w1 - w0) / np.linalg.norm(w0), rtol=1e-5)
     # the intervention read trl_rl:0.5 -> checkpoint-2 and trl_rl:last -> checkpoint-4
-    edit = manifest["stages"]["intervene/restore_half"]["result"]
+    edit = manifest["stages"]["intervene/restore_half/s0"]["result"]
     assert edit["reference_step"] == 2 and edit["target_step"] == 4
     cmp = pd.read_csv(out / "tables" / "comparisons.csv")
     assert ((cmp["a"] == "sft") & (cmp["b"] == "trl_rl")).any()  # SFT against the imported RL run

@@ -47,7 +47,7 @@ def test_every_stage_record_reads_as_its_kinds_typed_result(smoke_study):
         values = [x for v in vars(typed).values() for x in (v if isinstance(v, list) else [v])]
         paths = [v for v in values if isinstance(v, str) and v.startswith("/")]
         assert all(Path(p).exists() for p in paths), (name, paths)  # rewritten to the final directory
-    edit = json.loads((_stage_dirs(smoke_study)["intervene/restore_top20"] / "stage.json").read_text())
+    edit = json.loads((_stage_dirs(smoke_study)["intervene/restore_top20/s0"] / "stage.json").read_text())
     del edit["result"]["suite"]
     with pytest.raises(KeyError, match="suite"):  # a record without a field does not read as the result
         res.read(edit, res.EditResult)
@@ -58,7 +58,8 @@ def test_changed_config_reruns_only_what_it_affects(smoke_study, capsys):
                  "interventions.restore_top20.k=0.3"]) == 0
     plan = capsys.readouterr().out
     to_run = sorted(ln.split()[0] for ln in plan.splitlines() if ln.endswith("to run"))
-    assert to_run == ["evaluate/restore_top20", "intervene/restore_top20", "report"]
+    assert to_run == ["evaluate/restore_top20/s0", "evaluate/restore_top20/s1", "intervene/restore_top20/s0",
+                      "intervene/restore_top20/s1", "report"]  # one edit per sft24 seed
 
 
 def test_weight_change_table_matches_numpy(smoke_study):
@@ -146,37 +147,49 @@ def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["run", "--preset", "smoke", "--out", str(out), "--check", f"base.path={smoke_organism}"]) == 0
     plan = capsys.readouterr().out
-    assert "37 stages (0 cached)" in plan and not out.exists()
+    assert "44 stages (0 cached)" in plan and not out.exists()
 
 
 def test_ood_peak_differences_are_paired_over_items(smoke_study):
-    """tables/ood_peak.csv: the peak is picked on every other item (item-id order) and its rise over
-    the start and fall to the end are mean per-item differences on the other items, recomputed here
-    from the evaluations' samples.jsonl."""
+    """tables/ood_peak.csv: each seed's peak is picked on every other item (item-id order) and the
+    rise over the start and fall to the end are mean per-item differences on the other items, over
+    seeds and items, recomputed here from the evaluations' samples.jsonl (the smoke study's 24-point
+    SFT has two seeds)."""
     manifest = json.loads((smoke_study / "study.json").read_text())
     peak = pd.read_csv(smoke_study / "tables" / "ood_peak.csv").set_index("run").loc["sft24"]
-    curve = pd.read_csv(smoke_study / "tables" / "ood_curve.csv")
-    curve = curve[curve["run"] == "sft24"].set_index("step")
+    scores = pd.read_csv(smoke_study / "tables" / "scores.csv")
+    acc = scores[(scores["run"] == "sft24") & (scores["suite"] == "game24_ood") & (scores["metric"] == "accuracy")]
     samples = pd.DataFrame([json.loads(line) for r in manifest["stages"].values() if r["kind"] == "evaluate"
                             for line in (Path(r["dir"]) / "samples.jsonl").read_text().splitlines()])
     ood = samples[samples["suite"] == "game24_ood"]
 
-    def per_item(step: int) -> pd.Series:
-        s = ood[ood["path"] == curve.loc[step, "path"]].groupby("item_id")["score"].mean()
+    def per_item(path: str) -> pd.Series:
+        s = ood[ood["path"] == path].groupby("item_id")["score"].mean()
         return s.sort_index(key=lambda i: i.astype(str), kind="stable")
 
-    steps = sorted(curve.index)
-    ids = per_item(steps[0]).index
-    pick, test = ids[0::2], ids[1::2]
-    held = {st: per_item(st) for st in steps}
-    best = max(steps[1:], key=lambda st: (held[st].loc[pick].mean(), -st))  # the earliest of ties
-    assert str(peak["peak_steps_held_out"]) == str(best) and peak["n_items"] == len(test) == 2
-    for name, other in (("rise", steps[0]), ("fall", steps[-1])):
-        d = (held[best].loc[test] - held[other].loc[test]).to_numpy(dtype=np.float64)
-        assert math.isclose(peak[name], d.mean(), abs_tol=1e-12)
+    seeds = sorted(acc["seed"].unique())
+    assert len(seeds) == 2 and int(peak["seeds"]) == 2
+    rise, fall, bests = [], [], []
+    for sd in seeds:
+        paths = acc[acc["seed"] == sd].drop_duplicates("step").set_index("step")["path"]
+        steps = sorted(paths.index)
+        held = {st: per_item(paths[st]) for st in steps}
+        ids = held[steps[0]].index
+        pick, test = ids[0::2], ids[1::2]
+        best = max(steps[1:], key=lambda st: (held[st].loc[pick].mean(), -st))  # the earliest of ties
+        bests.append(best)
+        rise.append((held[best].loc[test] - held[steps[0]].loc[test]).to_numpy(dtype=np.float64))
+        fall.append((held[best].loc[test] - held[steps[-1]].loc[test]).to_numpy(dtype=np.float64))
+    assert str(peak["peak_steps_held_out"]) == " ".join(map(str, bests)) and peak["n_items"] == len(test) == 2
+    for name, d in (("rise", rise), ("fall", fall)):
+        assert math.isclose(peak[name], float(np.mean(d)), abs_tol=1e-12)
         assert peak[f"{name}_low"] <= peak[name] <= peak[f"{name}_high"]
-    rec = pd.read_csv(smoke_study / "tables" / "recovery.csv")
-    assert set(rec["interval"]) <= {"paired-bootstrap", "none"} and (rec["n_items"] == 4).all()
+    rec = pd.read_csv(smoke_study / "tables" / "recovery.csv").set_index("name")
+    assert (rec["n_items"] == 4).all()
+    # RL started from seed 0 only; each intervention was made for both seeds: paired over seeds and items
+    assert rec.loc["grpo24", "interval"] == "paired-bootstrap" and rec.loc["grpo24", "seeds"] == 1
+    assert set(rec.loc[["restore_top20", "reset_first25"], "interval"]) <= {"paired seeds x items", "none"}
+    assert (rec.loc[["restore_top20", "reset_first25"], "seeds"] == 2).all()
 
 
 def test_distribution_rows_carry_the_per_item_kl_they_pool(smoke_study):

@@ -317,8 +317,9 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
             else "inconclusive"
         raw = getattr(row, "per_seed", None)
         per_seed = [float(x) for x in str(raw).split()] if isinstance(raw, str) else []  # NaN: one model
-        if per_seed:  # several seeds: the interval resamples seeds and items
+        if len(per_seed) > 1:  # several seeds: the interval resamples seeds and items
             text += f" Over {len(per_seed)} seeds, paired seed by seed ({', '.join(_pct(x) for x in per_seed)})."
+        if per_seed:
             agree = sum(x > 0.5 for x in per_seed)
         else:
             agree = int(row.recovery > 0.5) if math.isfinite(row.recovery) else 0

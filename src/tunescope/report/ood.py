@@ -5,7 +5,8 @@ Comparisons are paired: every checkpoint of a run is scored on the same items, s
 over the start and its loss by the end (`ood_peak`) are mean per-item differences with a bootstrap
 interval over seeds and items (`evaluate.stats.paired_diff`), measured on items the peak was not
 picked on; a recovery whose three models share their items gets the paired-bootstrap interval of
-`intervene.recovery`. Per-item scores come from the evaluation stages' samples.jsonl
+`intervene.recovery`, over seeds and items when the SFT run has several seeds (RL from each seed's
+end; each intervention is made once per seed). Per-item scores come from the evaluation stages' samples.jsonl
 (`report.compare.Items`)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from tunescope.evaluate.stats import paired_diff
 from tunescope.report.compare import Items
-from tunescope.study.stages import stage_id
+from tunescope.study.stages import parse_stage_id
 
 
 def _recovery_row(items: Items, run: str, spec: dict[str, Any], kind: str, name: str, label: str,
@@ -151,46 +152,65 @@ def _recoveries(items: Items, manifest: dict[str, Any], a: pd.DataFrame, run: st
     for iv, ispec in manifest.get("interventions", {}).items():
         if ispec["reference"].split(":")[0] != run:
             continue
-        result = manifest["stages"].get(stage_id("intervene", iv), {}).get("result", {})
-        t_row, r_row = (curve[curve["step"] == result.get(k)] for k in ("target_step", "reference_step"))
-        recs.append(_recovery_row(items, run, spec, "intervention", iv, f"{ispec['method']} ({iv})",
-                                  a[a["run"] == iv], r_row.iloc[0] if len(r_row) else peak,
-                                  t_row.iloc[0] if len(t_row) else last))
+        label = f"{ispec['method']} ({iv})"
+        edits = {seed: rec.get("result", {}) for name, rec in manifest["stages"].items()
+                 for kind, who, seed in [parse_stage_id(name)] if kind == "intervene" and who == iv}
+        trios = [(e.get("reference"), e.get("target"), e.get("model")) for _, e in sorted(edits.items(), key=_seed_key)]
+        row = _paired_recovery(items, run, spec, "intervention", iv, label, trios,
+                               a[a["run"] == iv]) if trios and all(all(t) for t in trios) else None
+        if row is None:  # per-item scores unknown: the first edit, from the curves
+            result = edits[min(edits, key=lambda sd: _seed_key((sd, None)))] if edits else {}
+            t_row, r_row = (curve[curve["step"] == result.get(k)] for k in ("target_step", "reference_step"))
+            first = a[a["run"] == iv]
+            row = _recovery_row(items, run, spec, "intervention", iv, label, first[first["seed"] == first["seed"].min()]
+                                if first["seed"].notna().any() else first, r_row.iloc[0] if len(r_row) else peak,
+                                t_row.iloc[0] if len(t_row) else last)
+        recs.append(row)
     return recs
+
+
+def _seed_key(item: tuple[int | None, Any]) -> int:
+    return -1 if item[0] is None else item[0]
 
 
 def _rl_recovery_row(items: Items, a: pd.DataFrame, run: str, spec: dict[str, Any], rl: str, rspec: dict[str, Any],
                      peak_step: int) -> dict[str, Any] | None:
     """RL's recovery over every seed the SFT run and the RL run share: seed s's peak checkpoint (the
     seed-mean curve's peak step), its last checkpoint and RL from it, paired over seeds and items."""
-    from tunescope.intervene.recovery import Score, recovery
-
     ood = spec["ood_suite"]
     sft, after = a[(a["run"] == run) & (a["suite"] == ood)], a[(a["run"] == rl) & (a["suite"] == ood)]
-    seeds = sorted(set(sft["seed"].dropna()) & set(after["seed"].dropna()))
-    paths: list[tuple[str, str, str]] = []
-    for sd in seeds:
+    trios: list[tuple[str, str, str]] = []
+    for sd in sorted(set(sft["seed"].dropna()) & set(after["seed"].dropna())):
         s, r = sft[sft["seed"] == sd], after[after["seed"] == sd]
         at_peak = s.loc[s["step"] == peak_step, "path"]
         if at_peak.empty:
             return None
-        paths.append((at_peak.iloc[0], s.loc[s["step"].idxmax(), "path"], r.loc[r["step"].idxmax(), "path"]))
-    m = items.matrix([p for trio in paths for p in trio], ood) if paths else None
+        trios.append((at_peak.iloc[0], s.loc[s["step"].idxmax(), "path"], r.loc[r["step"].idxmax(), "path"]))
+    rows = a[a["run"] == rl]
+    final = rows[rows["step"] == rows.groupby("seed")["step"].transform("max")] if not rows.empty else rows
+    return _paired_recovery(items, run, spec, "run", rl, rspec["label"], trios, final) if trios else None
+
+
+def _paired_recovery(items: Items, run: str, spec: dict[str, Any], kind: str, name: str,
+                     label: str, trios: list[tuple[str, str, str]], after: pd.DataFrame) -> dict[str, Any] | None:
+    """Recovery over seeds: one (reference, target, edited) trio of model paths per seed, paired over
+    seeds and items (`intervene.recovery` with (S, N) per-item scores); `after` holds the edited
+    models' score rows. None when the per-item scores are not all known."""
+    from tunescope.intervene.recovery import Score, recovery
+
+    ood = spec["ood_suite"]
+    m = items.matrix([str(p) for trio in trios for p in trio], ood)
     if m is None or not len(m[1]):
         return None
-    per = m[0].reshape(len(paths), 3, -1)  # (S, 3, N): peak, end, RL
-    ref, tgt, aft = (Score(float(per[:, j].mean()), per_item=per[:, j]) for j in range(3))
-    rec = recovery(ref, tgt, aft)
-    a_rl = a[(a["run"] == rl) & a["seed"].isin(seeds)]
-    final = a_rl[a_rl["step"] == a_rl.groupby("seed")["step"].transform("max")]
-    o, idv = final[final["suite"] == ood], final.loc[final["suite"] == spec["task"], "value"]
-    return {"source": run, "kind": "run", "name": rl, "label": rspec["label"], "suite": ood,
+    per = m[0].reshape(len(trios), 3, -1)  # (S, 3, N): reference, target, edited
+    rec = recovery(*(Score(float(per[:, j].mean()), per_item=per[:, j]) for j in range(3)))
+    o, idv = after[after["suite"] == ood], after.loc[after["suite"] == spec["task"], "value"]
+    return {"source": run, "kind": kind, "name": name, "label": label, "suite": ood,
             "ood_reference": rec.ref.value, "ood_target": rec.target.value, "ood_after": rec.edited.value,
             "ood_after_ci_low": float(o["ci_low"].mean()), "ood_after_ci_high": float(o["ci_high"].mean()),
-            "id_after": float(idv.mean()) if len(idv) else np.nan, "n_items": len(m[1]), "seeds": len(paths),
+            "id_after": float(idv.mean()) if len(idv) else np.nan, "n_items": len(m[1]), "seeds": len(trios),
             "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high, "interval": rec.interval,
-            "per_seed": " ".join(f"{ratio:.3f}" for ratio in (
-                _ratio(per[i, 0].mean(), per[i, 1].mean(), per[i, 2].mean()) for i in range(len(paths))))}
+            "per_seed": " ".join(f"{_ratio(*per[i].mean(axis=1)):.3f}" for i in range(len(trios)))}
 
 
 def _ratio(ref: float, tgt: float, after: float) -> float:

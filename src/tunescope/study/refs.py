@@ -55,18 +55,31 @@ def primary_metric(scores) -> str:
     return "accuracy" if "accuracy" in metrics else metrics[0]
 
 
-def ref_inputs(cfg: StudyConfig, refs: list[str]) -> list[str]:
-    """Stages a ref reads; runs use their first seed."""
+def intervention_seeds(cfg: StudyConfig, name: str) -> list[int | None]:
+    """The seeds an intervention is made for: one edit per seed of the run its refs name (the
+    reference's, else the target's; the other run takes the same seed where it has it), or [None]
+    when its refs name no run."""
+    iv = cfg.interventions[name]
+    for ref in (iv.reference, iv.target):
+        src, which = parse_ref(ref)
+        if which:
+            return list(cfg.runs[src].seeds)
+    return [None]
+
+
+def ref_inputs(cfg: StudyConfig, refs: list[str], seed: int | None = None) -> list[str]:
+    """Stages a ref reads; runs use `seed` where they have it, else their first seed; an intervention
+    named as a ref is its first seed's edit."""
     inputs = ["base"]
     for ref in refs:
         src, which = parse_ref(ref)
         if which:
-            seed = cfg.runs[src].seeds[0]
-            inputs.append(stage_id("train", src, seed))
+            s = seed_of(cfg, src, seed) if seed is not None else cfg.runs[src].seeds[0]
+            inputs.append(stage_id("train", src, s))
             if which == "best_ood":
-                inputs.append(stage_id("evaluate", src, seed))
+                inputs.append(stage_id("evaluate", src, s))
         elif src in cfg.interventions:
-            inputs.append(stage_id("intervene", src))
+            inputs.append(stage_id("intervene", src, intervention_seeds(cfg, src)[0]))
     return list(dict.fromkeys(inputs))
 
 
@@ -76,7 +89,8 @@ def resolve_ref(cfg: StudyConfig, ref: str, inputs: dict[str, dict[str, Any]], s
     if not which:
         if src == "base":
             return ModelRef(path=res.base_model(inputs), name="base", step=0, fraction=0.0)
-        return ModelRef(path=Path(res.read(inputs[stage_id("intervene", src)], res.EditResult).model), name=src)
+        edit = stage_id("intervene", src, intervention_seeds(cfg, src)[0])
+        return ModelRef(path=Path(res.read(inputs[edit], res.EditResult).model), name=src)
     s = seed_of(cfg, src, seed) if seed is not None else cfg.runs[src].seeds[0]
     ckpts = list_checkpoints(res.read(inputs[stage_id("train", src, s)], res.TrainResult).run)
     return pick_checkpoint(ckpts, which, inputs.get(stage_id("evaluate", src, s)), cfg.runs[src].ood_suite)

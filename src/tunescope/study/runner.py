@@ -10,7 +10,9 @@ Stages, in order (each cached by its config and inputs, see `stages`):
     evaluate/RUN/sSEED                every checkpoint of that run on every suite, KL to the base
     diff/RUN/sSEED                    relative weight change of every checkpoint against the base
     spectrum/NAME                     singular values and directions, reference vs target
-    intervene/NAME, evaluate/NAME     a weight edit from a reference checkpoint to a target, re-scored
+    intervene/NAME/sSEED, evaluate/NAME/sSEED
+                                      a weight edit from a reference checkpoint to a target, re-scored
+                                      (one per seed of the run it edits)
     report                            DIR/report.html and DIR/tables/*.csv, from the artifacts only
 
 A run that starts from `sft24:best_ood` reads the evaluation of sft24, so it reruns exactly when that
@@ -34,7 +36,7 @@ from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
 from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import Plan, eval_config, n_layers, recovery_suite, resolve
-from tunescope.study.refs import pick_checkpoint, ref_inputs, resolve_ref, seed_of
+from tunescope.study.refs import intervention_seeds, pick_checkpoint, ref_inputs, resolve_ref, seed_of
 from tunescope.study.stages import Context, Stage, StageRunner, hold, stage_id
 from tunescope.threads import torch_threads
 
@@ -67,15 +69,16 @@ def build_stages(plan: Plan, out: Path) -> list[Stage]:
         stages.append(Stage(stage_id("spectrum", sname), "spectrum", to_dict(sspec),
                             _spectrum_fn(cfg, sspec), inputs=inputs,
                             estimate_s=20))
-    for iname, iv in cfg.interventions.items():
-        inputs = ref_inputs(cfg, [iv.reference, iv.target])
-        stages.append(Stage(stage_id("intervene", iname), "intervene", to_dict(iv), _intervene_fn(cfg, iname),
-                            inputs=inputs, estimate_s=20))
+    for iname, iv in cfg.interventions.items():  # one edit per seed of the run it edits
         source = parse_ref(iv.reference)[0]
-        stages.append(_eval_stage(stage_id("evaluate", iname), eval_for(source if source in cfg.runs else None),
-                                  stage_id("intervene", iname), lambda ins, n=iname: [
-                                      ModelRef(path=Path(res.read(ins[stage_id("intervene", n)], res.EditResult).model),
-                                               name=n, method="intervention")], estimate_s=eval_cost))
+        for seed in intervention_seeds(cfg, iname):
+            edit = stage_id("intervene", iname, seed)
+            stages.append(Stage(edit, "intervene", to_dict(iv), _intervene_fn(cfg, iname, seed),
+                                inputs=ref_inputs(cfg, [iv.reference, iv.target], seed), estimate_s=20))
+            stages.append(_eval_stage(stage_id("evaluate", iname, seed), eval_for(source if source in cfg.runs else None),
+                                      edit, lambda ins, e=edit, n=iname: [
+                                          ModelRef(path=Path(res.read(ins[e], res.EditResult).model), name=n,
+                                                   method="intervention")], estimate_s=eval_cost))
     # the report reads every other stage; its key includes the report code, so edits re-render it
     stages.append(Stage("report", "report", {"code": _report_code_hash(), "study": to_dict(cfg)},
                         _report_fn(plan), inputs=[s.name for s in stages], estimate_s=15))
@@ -235,12 +238,12 @@ def _spectrum_fn(cfg: StudyConfig, spec: SpectrumSpec) -> Callable[[Context], re
     return fn
 
 
-def _intervene_fn(cfg: StudyConfig, name: str) -> Callable[[Context], res.EditResult]:
+def _intervene_fn(cfg: StudyConfig, name: str, seed: int | None) -> Callable[[Context], res.EditResult]:
     def fn(ctx: Context) -> res.EditResult:
         from tunescope.intervene.restore import restore
 
         iv = cfg.interventions[name]
-        r, t = resolve_ref(cfg, iv.reference, ctx.inputs), resolve_ref(cfg, iv.target, ctx.inputs)
+        r, t = resolve_ref(cfg, iv.reference, ctx.inputs, seed), resolve_ref(cfg, iv.target, ctx.inputs, seed)
         with torch_threads():
             model = restore(r.path, t.path, ctx.out / "model", iv.method, k=iv.k, tail=iv.tail, layers=iv.layers,
                             alpha=iv.alpha)

@@ -51,7 +51,8 @@ class Context:
 
 def stage_id(kind: str, name: str | None = None, seed: int | None = None) -> str:
     """The one spelling of a stage's name: "base", "evaluate/base", "train/sft/s0", "evaluate/sft/s0",
-    "diff/sft/s0", "spectrum/NAME", "intervene/NAME", "evaluate/NAME" (an intervention), "report"."""
+    "diff/sft/s0", "spectrum/NAME", "intervene/NAME/s0", "evaluate/NAME/s0" (an intervention, per seed
+    of the run it edits; no seed when its refs name no run), "report"."""
     return "/".join([kind, *([name] if name else []), *([f"s{seed}"] if seed is not None else [])])
 
 
