@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -111,35 +110,19 @@ def test_report_is_self_contained(smoke_study):
         assert section in page, section
 
 
-def test_sigkill_mid_study_then_rerun_gives_the_same_results(smoke_study, tmp_path):
-    """Kill the smoke study during GRPO training, rerun it with `--jobs 2`: same stage keys, same scores
-    and weight changes as a clean run of one stage at a time."""
-    import os
-    import signal
-    import subprocess
-    import sys
+@pytest.mark.parametrize("point,jobs", [("grpo checkpoint written", 2), ("evaluate mid-sweep", 1),
+                                        ("intervention", 1)])
+def test_sigkill_mid_study_then_rerun_gives_the_same_results(point, jobs, smoke_study, tmp_path):
+    """Kill the smoke study with SIGKILL at three of the soak's points (tests/_kill.py; `make soak`
+    runs all of them), rerun it (after the GRPO kill two stages at a time): the same stage keys, no
+    partial directory, every table equal to the clean run's bit for bit."""
+    from _kill import POINTS, assert_same, kill_at, run_study
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "tunescope.cli", "run", "--preset", "smoke", "--out", str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list((out / "stages").glob(".partial-train.grpo.s0-*/run/checkpoints/step-000001")):
-        assert p.poll() is None and time.time() < deadline, "the study ended before GRPO wrote a checkpoint"
-        time.sleep(0.05)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait(30)
+    assert kill_at(out, dict(POINTS)[point]), f"the study ended before {point}"
     assert not (out / "report.html").exists()
-    # the rerun runs two stages at a time (forked processes, one thread each, as the clean run's)
-    subprocess.run([*cmd, "--jobs", "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    clean, resumed = _stage_dirs(smoke_study), _stage_dirs(out)
-    assert {n: d.name for n, d in clean.items()} == {n: d.name for n, d in resumed.items()}  # same keys
-    for name, d in clean.items():
-        if name.startswith("evaluate/"):
-            a = pd.read_csv(d / "scores.csv").drop(columns=["path"])
-            b = pd.read_csv(resumed[name] / "scores.csv").drop(columns=["path"])
-            pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert (pd.read_csv(smoke_study / "tables" / "weight_change_final.csv")["rel_change"].to_numpy()
-            == pd.read_csv(out / "tables" / "weight_change_final.csv")["rel_change"].to_numpy()).all()
+    assert run_study(out, ["--jobs", str(jobs)]).wait() == 0
+    assert_same(smoke_study, out)
 
 
 def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
