@@ -65,6 +65,8 @@ def test_policy_generate_is_replaced_only_where_it_is_exact():
     torch.manual_seed(5)
     out = m.generate(input_ids=ids, attention_mask=mask, generation_config=gen, disable_compile=True)
     assert torch.equal(out[:, :ids.shape[1]], ids) and out.shape[1] <= ids.shape[1] + 8
+    torch.manual_seed(5)  # the compact sampler drew them (its own row dropping, not generate's draws)
+    assert torch.equal(out, sample_like_generate(m, ids, mask, gen))
     # a repetition penalty changes the logits: the class's generate runs, and draws what it draws
     rep = GenerationConfig(do_sample=True, temperature=0.6, top_k=0, max_new_tokens=8, pad_token_id=0,
                            eos_token_id=[2], repetition_penalty=1.3)

@@ -24,10 +24,15 @@ import torch
 import torch.nn.functional as F
 
 # generation settings that change the logits or the choice of a greedy step: off (or absent) here
-_NEUTRAL = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
-            "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
-            "forced_eos_token_id": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
-            "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0)}
+NEUTRAL = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
+           "suppress_tokens": (None, []), "begin_suppress_tokens": (None, []), "forced_bos_token_id": (None,),
+           "forced_eos_token_id": (None,), "min_length": (None, 0), "min_new_tokens": (None, 0),
+           "sequence_bias": (None,), "encoder_repetition_penalty": (None, 1.0)}
+
+
+def neutral(gen: object, settings: dict = NEUTRAL) -> bool:
+    """Whether every setting of `gen` named in `settings` has one of the values that leave it off."""
+    return all(getattr(gen, k, None) in ok for k, ok in settings.items())
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -40,7 +45,7 @@ def supports(model: torch.nn.Module) -> bool:
             and rope.get("rope_type", "default") == "default" and "rope_theta" in rope
             and not getattr(c, "attention_bias", False) and not getattr(c, "mlp_bias", False)
             and c.hidden_act == "silu" and getattr(c, "pretraining_tp", 1) == 1
-            and all(getattr(gen, k, None) in ok for k, ok in _NEUTRAL.items()))
+            and neutral(gen))
 
 
 COMPACT_AT = 0.75  # drop finished rows once no more than this share of the batch is still generating

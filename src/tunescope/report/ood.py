@@ -40,11 +40,18 @@ def _recovery_row(items: Items, run: str, spec: dict[str, Any], kind: str, name:
                    items.score(tgt["path"], ood, float(tgt["ood"]), float(tgt["ood_ci_low"]), float(tgt["ood_ci_high"]), ids),
                    items.score(o["path"], ood, float(o["value"]), float(o["ci_low"]), float(o["ci_high"]), ids))
     idv = after.loc[after["suite"] == spec["task"], "value"]
+    return _row(run, kind, name, label, ood, rec, float(o["ci_low"]), float(o["ci_high"]),
+                float(idv.iloc[-1]) if len(idv) else np.nan, len(ids) if ids is not None else 0)
+
+
+def _row(run: str, kind: str, name: str, label: str, ood: str, rec: Any, after_low: float, after_high: float,
+         id_after: float, n_items: int, seeds: float = np.nan, per_seed: str | float = np.nan) -> dict[str, Any]:
+    """One row of the `recovery` table (`seeds` and `per_seed` only for recoveries over seeds)."""
     return {"source": run, "kind": kind, "name": name, "label": label, "suite": ood,
             "ood_reference": rec.ref.value, "ood_target": rec.target.value, "ood_after": rec.edited.value,
-            "ood_after_ci_low": float(o["ci_low"]), "ood_after_ci_high": float(o["ci_high"]),
-            "id_after": float(idv.iloc[-1]) if len(idv) else np.nan, "n_items": len(ids) if ids is not None else 0,
-            "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high, "interval": rec.interval}
+            "ood_after_ci_low": after_low, "ood_after_ci_high": after_high, "id_after": id_after, "n_items": n_items,
+            "seeds": seeds, "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high,
+            "interval": rec.interval, "per_seed": per_seed}
 
 
 def _curve(a: pd.DataFrame, run: str, spec: dict[str, Any]) -> pd.DataFrame | None:
@@ -205,12 +212,9 @@ def _paired_recovery(items: Items, run: str, spec: dict[str, Any], kind: str, na
     per = m[0].reshape(len(trios), 3, -1)  # (S, 3, N): reference, target, edited
     rec = recovery(*(Score(float(per[:, j].mean()), per_item=per[:, j]) for j in range(3)))
     o, idv = after[after["suite"] == ood], after.loc[after["suite"] == spec["task"], "value"]
-    return {"source": run, "kind": kind, "name": name, "label": label, "suite": ood,
-            "ood_reference": rec.ref.value, "ood_target": rec.target.value, "ood_after": rec.edited.value,
-            "ood_after_ci_low": float(o["ci_low"].mean()), "ood_after_ci_high": float(o["ci_high"].mean()),
-            "id_after": float(idv.mean()) if len(idv) else np.nan, "n_items": len(m[1]), "seeds": len(trios),
-            "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high, "interval": rec.interval,
-            "per_seed": " ".join(f"{_ratio(*per[i].mean(axis=1)):.3f}" for i in range(len(trios)))}
+    return _row(run, kind, name, label, ood, rec, float(o["ci_low"].mean()), float(o["ci_high"].mean()),
+                float(idv.mean()) if len(idv) else np.nan, len(m[1]), seeds=len(trios),
+                per_seed=" ".join(f"{_ratio(*per[i].mean(axis=1)):.3f}" for i in range(len(trios))))
 
 
 def _ratio(ref: float, tgt: float, after: float) -> float:

@@ -20,17 +20,16 @@ import torch
 
 from tunescope.evaluate import compact as cmp
 
-# GenerationConfig fields that change the sampling distribution, with the values that leave it alone
-_OFF = {"repetition_penalty": (None, 1.0), "min_p": (None, 0.0), "typical_p": (None, 1.0), "epsilon_cutoff": (None, 0.0),
-        "eta_cutoff": (None, 0.0), "no_repeat_ngram_size": (None, 0), "suppress_tokens": (None, []),
-        "bad_words_ids": (None,), "min_new_tokens": (None, 0), "min_length": (None, 0), "num_beams": (None, 1),
-        "num_return_sequences": (None, 1), "sequence_bias": (None,), "begin_suppress_tokens": (None, [])}
+# GenerationConfig fields that change the sampling distribution: the greedy decoder's, and the warpers
+# and search settings the sampler does not apply, with the values that leave them alone
+_OFF = {**cmp.NEUTRAL, "min_p": (None, 0.0), "typical_p": (None, 1.0), "epsilon_cutoff": (None, 0.0),
+        "eta_cutoff": (None, 0.0), "num_beams": (None, 1), "num_return_sequences": (None, 1)}
 
 
 def supported(model: torch.nn.Module, gen: Any) -> bool:
     """Whether the compact sampler draws exactly what `model.generate(generation_config=gen)` would."""
     return (cmp.supports(model) and bool(getattr(gen, "do_sample", False)) and (gen.temperature or 1.0) > 0
-            and all(getattr(gen, k, None) in ok for k, ok in _OFF.items()))
+            and cmp.neutral(gen, _OFF))
 
 
 def use_compact_rollouts(model: torch.nn.Module) -> None:
