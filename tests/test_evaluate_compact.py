@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from tunescope.evaluate.compact import CompactLlama, supports
+from tunescope.evaluate.compact import SHARED_PREFIX_MIN, CompactLlama, _common_prefix, supports
 from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
 from tunescope.organism.build import shipped_dir
 from tunescope.world import get_task
@@ -58,6 +58,31 @@ def test_prefill_and_cached_steps_match_the_hf_forward(kw):
             logits = c.forward(tok[:, None], nxt[:, None], cache, width + t, keys)
             nxt = nxt + 1
             torch.testing.assert_close(logits, _hf_last_logits(m, rows), rtol=1e-5, atol=1e-5)
+
+
+def test_a_shared_prompt_start_runs_once_and_changes_no_logit():
+    assert _common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert _common_prefix([[1, 2], [1, 2, 3]]) == 1  # the shortest keeps a token of its own
+    assert _common_prefix([[7, 8, 9]]) == 2 and _common_prefix([[1, 2], [3, 4]]) == 0
+    m = _llama()
+    c = CompactLlama(m)
+    g = torch.Generator().manual_seed(2)
+    start = torch.randint(3, 97, (SHARED_PREFIX_MIN + 3,), generator=g).tolist()
+    rows = [start + torch.randint(3, 97, (n,), generator=g).tolist() for n in (1, 6, 3, 9)]
+    with torch.inference_mode():
+        logits, cache, keys, last, width = c._prefill(rows, 3, pad=0)
+        torch.testing.assert_close(logits, _hf_last_logits(m, rows), rtol=1e-5, atol=1e-5)
+        assert width == max(map(len, rows)) and keys[:, :len(start)].all()  # one layout: [start | pad | own]
+        assert (~keys[0, len(start):width - 1]).all() and last.tolist() == [len(r) - 1 for r in rows]
+        for t in range(3):  # decoding steps after it read the copied start from every row's cache
+            tok = torch.randint(3, 97, (len(rows),), generator=g)
+            rows = [r + [int(x)] for r, x in zip(rows, tok)]
+            logits = c.forward(tok[:, None], (last + 1 + t)[:, None], cache, width + t, keys)
+            torch.testing.assert_close(logits, _hf_last_logits(m, rows), rtol=1e-5, atol=1e-5)
+        ll = c.sequence_loglik([r[:-2] for r in rows], [r[-2:] for r in rows], batch_size=4, pad=0)
+    with torch.no_grad():
+        ref = [float(m(torch.tensor([r])).logits[0, -3:-1].log_softmax(-1)[[0, 1], r[-2:]].sum()) for r in rows]
+    assert ll == pytest.approx(ref, abs=1e-4)
 
 
 def test_only_plain_llama_on_cpu_is_supported(smoke_organism):

@@ -221,9 +221,11 @@ def _diamond(tmp_path: Path, fail: str | None = None) -> list[Stage]:
 
 def test_parallel_jobs_run_independent_stages_at_once_with_the_same_outputs(tmp_path):
     """b and c wait for each other: they only finish when `jobs=2` runs them at once. The outputs
-    equal those of stages run one after the other, and a rerun does no work."""
-    par = tmp_path / "par"
-    rec = StageRunner(par, stream=io.StringIO()).run(_diamond(tmp_path), jobs=2)
+    equal those of stages run one after the other, and a rerun does no work. The parent's warm-up
+    runs once before the stages fork, and not at all when every stage is cached."""
+    par, warmed = tmp_path / "par", []
+    rec = StageRunner(par, stream=io.StringIO()).run(_diamond(tmp_path), jobs=2, warm=lambda: warmed.append(1))
+    assert warmed == [1]
     assert sorted((tmp_path / "calls.log").read_text().split()) == ["b", "c"]
     assert (par / "logs" / "b.out").read_text() == "b is running\n"  # a stage's own output: its log
     s = np.linalg.svd(np.random.default_rng(0).standard_normal((16, 16)), compute_uv=False)
@@ -236,8 +238,8 @@ def test_parallel_jobs_run_independent_stages_at_once_with_the_same_outputs(tmp_
     assert _outputs(par) == _outputs(seq)
     (tmp_path / "calls.log").unlink()
     log = io.StringIO()
-    StageRunner(par, stream=log).run(_diamond(tmp_path), jobs=2)
-    assert not (tmp_path / "calls.log").exists() and log.getvalue().count("cached") == 4
+    StageRunner(par, stream=log).run(_diamond(tmp_path), jobs=2, warm=lambda: warmed.append(2))
+    assert not (tmp_path / "calls.log").exists() and log.getvalue().count("cached") == 4 and warmed == [1]
 
 
 def test_parallel_failure_is_one_line_and_running_stages_finish(tmp_path):

@@ -49,6 +49,19 @@ def supports(model: torch.nn.Module) -> bool:
 
 
 COMPACT_AT = 0.75  # drop finished rows once no more than this share of the batch is still generating
+SHARED_PREFIX_MIN = 8  # a batch's prompts share at least this many first tokens: they run once
+
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """How many first tokens every prompt shares, leaving each at least one token of its own (the
+    last prompt position's logits start the decoding)."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
 
 
 @dataclass
@@ -138,17 +151,32 @@ class CompactLlama:
         return self._rms(x if every else x[:, -1], self.norm) @ self.head.T  # (B, [T,] V)
 
     def _prefill(self, prompts: list[list[int]], room: int, pad: int):
-        """Left-padded prompts through the network: (last-position logits (B, V), cache with `room`
-        free positions, key mask (B, P + room), last rotary positions (B,), P)."""
-        b, width = len(prompts), max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, P)
+        """Prompts through the network: (last-position logits (B, V), cache with `room` free positions,
+        key mask (B, P + room), last rotary positions (B,), P).
+
+        The tokens every prompt starts with (the chat template and system prompt, ~32 tokens of
+        60-100) run once, as one row, and are copied into every row's cache; the rest of each prompt
+        follows, left-padded. Cache layout per row: [shared prefix | padding | own tokens | room];
+        the key mask hides the padding and rotary positions count only real tokens, so each row
+        sees exactly its own prompt."""
+        b = len(prompts)
+        c = _common_prefix(prompts)
+        c = c if c >= SHARED_PREFIX_MIN else 0
+        rest = [p[c:] for p in prompts]
+        width = c + max(len(p) for p in rest)
         keys = torch.zeros(b, width + room, dtype=torch.bool)
-        for r, p in enumerate(prompts):
-            keys[r, width - len(p):] = True
+        keys[:, :c] = True
+        for r, p in enumerate(rest):
+            keys[r, width - len(p):] = True  # its own prompt tokens and every position it generates into
         pos = (keys[:, :width].long().cumsum(-1) - 1).clamp(min=0)  # (B, P)
         shape = (len(self.layers), b, self.k, width + room, self.d)
         cache = (torch.zeros(shape, dtype=self.embed.dtype), torch.zeros(shape, dtype=self.embed.dtype))
-        return self.forward(ids, pos, cache, 0, keys), cache, keys, pos[:, -1], width
+        if c:
+            one = tuple(torch.zeros(len(self.layers), 1, self.k, c, self.d, dtype=self.embed.dtype) for _ in "kv")
+            self.forward(torch.tensor([prompts[0][:c]]), pos[:1, :c], one, 0, keys[:1, :c])
+            cache[0][:, :, :, :c], cache[1][:, :, :, :c] = one[0], one[1]  # broadcast over the rows
+        ids = torch.tensor([[pad] * (width - c - len(p)) + p for p in rest])  # (B, P - c)
+        return self.forward(ids, pos[:, c:], cache, c, keys), cache, keys, pos[:, -1], width
 
     @torch.inference_mode()
     def sequence_loglik(self, contexts: list[list[int]], continuations: list[list[int]], batch_size: int,

@@ -328,7 +328,7 @@ def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
     try:
         with hold(out):
             plan = resolve(cfg)
-            records = StageRunner(out).run(build_stages(plan, out), jobs=jobs)
+            records = StageRunner(out).run(build_stages(plan, out), jobs=jobs, warm=lambda: warm(cfg))
             write_json(out / "study.json", make_manifest(plan, records))
             rep = Path(records["report"]["dir"])
             _publish(rep / "report.html", out / "report.html")
@@ -340,6 +340,28 @@ def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
         if pinned:  # leave the caller's environment as it was
             os.environ.pop("TUNESCOPE_THREADS", None)
     return out / "report.html"
+
+
+def warm(cfg: StudyConfig) -> None:
+    """Load, once in the parent before it forks stage processes, what every stage would otherwise load
+    again in its own process: the libraries (transformers' Llama classes, TRL; ~4 s per process) and the
+    suites' item lists (the 24-point hand lists take ~3 s to enumerate). Nothing here runs torch work,
+    so forking stays safe."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401  (lazy modules)
+
+    import tunescope.evaluate.run  # noqa: F401
+    from tunescope.evaluate.suites import resolve_suites
+
+    if any(not r.checkpoints for r in cfg.runs.values()):
+        from trl import GRPOTrainer, SFTTrainer  # noqa: F401
+
+        import tunescope.train  # noqa: F401
+    try:
+        tasks = resolve_suites(cfg.evaluation.suites, cfg.evaluation.task_specs, cfg.evaluation.data)
+        for task in tasks.values():
+            task.count("test")
+    except Exception:  # noqa: BLE001  a head start only: the stage that needs a suite reports its error itself
+        pass
 
 
 def _publish(src: Path, dst: Path) -> None:

@@ -125,9 +125,11 @@ class StageRunner:
             return None
         return rec
 
-    def run(self, stages: list[Stage], jobs: int = 1) -> dict[str, dict[str, Any]]:
+    def run(self, stages: list[Stage], jobs: int = 1,
+            warm: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
         """Run what is not cached; `jobs` > 1 runs up to that many independent stages at once, each in
-        a forked process (the parent runs no torch work, so forking is safe)."""
+        a forked process (the parent runs no torch work, so forking is safe). `warm`, when stages are
+        to run in forked processes, loads in the parent what they share (libraries, item lists)."""
         plan = self.plan(stages)
         self.dir.mkdir(parents=True, exist_ok=True)
         wanted = {self._dirs(st, key)[1].name for st, key, _ in plan}
@@ -138,6 +140,8 @@ class StageRunner:
         if jobs <= 1:
             self._run_in_order(plan)
         else:
+            if warm is not None and any(self._finished(st, self._dirs(st, key)[0]) is None for st, key, _ in plan):
+                warm()
             self._run_parallel(plan, jobs)
         elapsed = time.perf_counter() - t_study
         print(f"{'':8}all {len(plan)} stages done in {_fmt(elapsed)}", file=self.stream, flush=True)
