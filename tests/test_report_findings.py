@@ -89,10 +89,10 @@ def test_recovery_verdicts():
                         "label": ["GRPO", "restore"], "suite": "game24_ood", "ood_reference": [0.3, 0.3],
                         "ood_target": [0.1, 0.1], "ood_after": [0.28, 0.1], "ood_after_ci_low": [0.27, 0.09],
                         "ood_after_ci_high": [0.29, 0.11], "id_after": [0.5, 0.5], "recovery": [0.9, 0.0],
-                        "recovery_low": [0.8, -0.1], "recovery_high": [1.0, 0.1], "interval": "x"})
+                        "recovery_low": [0.8, -0.1], "recovery_high": [1.0, 0.1], "interval": "x", "n_items": 86})
     f = [x for x in compute({"recovery": rec}) if x.topic == "recovery"]
     assert [x.verdict for x in f] == ["supported", "not supported"]
-    assert "90%" in f[0].text
+    assert "90%" in f[0].text and "on the 86 items the peak was not picked on" in f[0].text
 
 
 def _comparisons(grpo_maths, pooled, grpo_instruct=(0.0, -0.05, 0.05), sft_instruct=(-0.2, -0.3, -0.1)):

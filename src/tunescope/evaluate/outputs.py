@@ -13,6 +13,7 @@ dropped, so a rerun never duplicates them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,29 @@ def append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]
         if f.exists() and pd.read_csv(f, nrows=0).columns.tolist() != cols:  # written by an older version
             pd.read_csv(f).reindex(columns=cols).to_csv(f, index=False)
         pd.DataFrame(rows, columns=cols).to_csv(f, mode="a", header=not f.exists(), index=False)
+
+
+def item_scores(dirs: Iterable[Path]) -> dict[tuple[str, str], pd.Series]:
+    """Per-item scores of every model in these evaluation directories, by (model path, suite): the
+    mean over an item's samples, indexed by item id. A choice suite's score is its likelihood pick
+    when it has one (the study's multiple-choice metric)."""
+    rows = []
+    for d in dirs:
+        f = Path(d) / "samples.jsonl"
+        if f.is_file():
+            rows += [{k: r.get(k) for k in ("path", "suite", "item_id", "score", "mode")}
+                     for r in map(_record, f.read_text().splitlines()) if r]
+    df = pd.DataFrame(rows, columns=["path", "suite", "item_id", "score", "mode"])
+    by = {}
+    for key_, g in df.groupby(["path", "suite"]):
+        ll = g["mode"] == "loglik"
+        by[key_] = (g[ll] if ll.any() else g).groupby("item_id")["score"].mean()
+    return by
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One samples.jsonl record; None for a line a killed writer left half-written."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None

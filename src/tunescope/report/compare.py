@@ -21,13 +21,13 @@ the KL items both were scored on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tunescope.evaluate.outputs import item_scores
 from tunescope.evaluate.stats import Diff, bootstrap_ci, paired_diff
 
 POOLED_OOD = "out-of-domain (pooled)"  # the suite name of a comparison on all of a run's OOD suites' items
@@ -44,22 +44,8 @@ class Items:
 
     def get(self, path: Any, suite: str) -> pd.Series | None:
         if self._by is None:
-            self._by = self._load()
+            self._by = item_scores(self._dirs)
         return self._by.get((str(path), suite))
-
-    def _load(self) -> dict[tuple[str, str], pd.Series]:
-        rows = []
-        for d in self._dirs:
-            f = d / "samples.jsonl"
-            if f.is_file():
-                rows += [{k: r.get(k) for k in ("path", "suite", "item_id", "score", "mode")}
-                         for r in map(_record, f.read_text().splitlines()) if r]
-        df = pd.DataFrame(rows, columns=["path", "suite", "item_id", "score", "mode"])
-        by = {}
-        for key, g in df.groupby(["path", "suite"]):
-            ll = g["mode"] == "loglik"  # a choice suite's accuracy is its likelihood pick when it has one
-            by[key] = (g[ll] if ll.any() else g).groupby("item_id")["score"].mean()
-        return by
 
     def score(self, path: Any, suite: str, value: float, low: float, high: float, ids: pd.Index | None = None):
         """A recovery Score with per-item scores (on `ids`, in their order) when they are known."""
@@ -80,14 +66,6 @@ class Items:
         for s in series[1:]:
             ids = ids.intersection(s.index)
         return np.stack([s.loc[ids].to_numpy(dtype=float) for s in series[:len(paths)]]), ids
-
-
-def _record(line: str) -> dict[str, Any] | None:
-    """One samples.jsonl record; None for a line a killed writer left half-written."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
 
 
 def compare(items: Items, a_paths: list[Any], b_paths: list[Any], suite: str | list[str], *,

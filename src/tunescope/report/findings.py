@@ -310,7 +310,8 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
         interval = (f" [{_pct(row.recovery_low)}, {_pct(row.recovery_high)}]"
                     if math.isfinite(row.recovery_low) and math.isfinite(row.recovery_high) else "")
         text = (f"{row.label}: {row.suite} {row.ood_target:.2f} -> {row.ood_after:.2f} against the peak's "
-                f"{row.ood_reference:.2f}, recovering {_pct(row.recovery)}{interval} of the loss.")
+                f"{row.ood_reference:.2f}, recovering {_pct(row.recovery)}{interval} of the loss"
+                + (f" (on the {int(row.n_items)} items the peak was not picked on)." if row.n_items else "."))
         if not math.isfinite(row.recovery):
             text += " Nothing was lost between the peak and the target, so recovery is undefined."
         verdict = verdict_of(row.recovery_low, row.recovery_high, threshold=0.5) if math.isfinite(row.recovery) \

@@ -3,10 +3,11 @@ and of weight surgery from that peak, and how the OOD answers go wrong (`ood_out
 
 Comparisons are paired: every checkpoint of a run is scored on the same items, so the peak's gain
 over the start and its loss by the end (`ood_peak`) are mean per-item differences with a bootstrap
-interval over seeds and items (`evaluate.stats.paired_diff`), measured on items the peak was not
-picked on; a recovery whose three models share their items gets the paired-bootstrap interval of
-`intervene.recovery`, over seeds and items when the SFT run has several seeds (RL from each seed's
-end; each intervention is made once per seed). Per-item scores come from the evaluation stages' samples.jsonl
+interval over seeds and items (`evaluate.stats.paired_diff`); a recovery whose three models share
+their items gets the paired-bootstrap interval of `intervene.recovery`, over seeds and items when
+the SFT run has several seeds (RL from each seed's end; each intervention is made once per seed).
+Each seed's peak is picked on half the items (`evaluate.stats.picks_peak`, as `RUN:best_ood` picks
+the interventions' reference) and both tables measure it on the other half. Per-item scores come from the evaluation stages' samples.jsonl
 (`report.compare.Items`)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunescope.evaluate.stats import paired_diff
+from tunescope.evaluate.stats import held_out, paired_diff
 from tunescope.report.compare import Items
 from tunescope.study.stages import parse_stage_id
 
@@ -74,39 +75,48 @@ def _curve(a: pd.DataFrame, run: str, spec: dict[str, Any]) -> pd.DataFrame | No
                          "path": [paths.get(st) for st in steps]})
 
 
+def _held_out_peaks(items: Items, a: pd.DataFrame, run: str, ood: str) -> dict[str, Any] | None:
+    """Each seed's OOD peak picked on the items that pick peaks (`evaluate.stats.held_out`), with the
+    per-item scores of every checkpoint: `scores` (S, T, N) over the steps all seeds have, `paths` (S, T), `peak` (S,) the index of each seed's peak step (after step 0, the earliest
+    of ties) and `test` the positions of the items that measure it. None when per-item scores are
+    unknown or too few."""
+    r = a[(a["run"] == run) & (a["suite"] == ood)]
+    by_seed = {s: g.drop_duplicates("step").set_index("step")["path"] for s, g in r.groupby("seed", dropna=False)}
+    steps = sorted(set.intersection(*(set(p.index) for p in by_seed.values()))) if by_seed else []
+    paths = [[str(p[st]) for st in steps] for p in by_seed.values()]
+    m = items.matrix([x for row in paths for x in row], ood) if len(steps) > 2 else None
+    if m is None or len(m[1]) < 4:
+        return None
+    scores = m[0].reshape(len(by_seed), len(steps), -1)  # (S, T, N)
+    pick, test = held_out(m[1])
+    if not len(pick) or not len(test):
+        return None
+    peak = 1 + scores[:, 1:, :][:, :, pick].mean(axis=2).argmax(axis=1)  # (S,)
+    return {"scores": scores, "steps": steps, "paths": paths, "seeds": list(by_seed), "peak": peak, "test": test}
+
+
 def _peak_row(items: Items, a: pd.DataFrame, run: str, ood: str, curve: pd.DataFrame,
               peak: pd.Series) -> dict[str, Any]:
-    """The OOD peak against the start and the end, paired over seeds and items, on held-out items.
-
-    The peak is the best of many checkpoints, so measured on the items it was picked on it is high
-    partly by luck (the winner's curse: the best of ten scores with a ±0.03 error sits about 0.05
-    above its truth). So each seed's peak is picked on every other item (in item-id order) and its
-    rise over the start and its fall to the end are measured on the remaining items, over seeds and
+    """The OOD peak against the start and the end, paired over seeds and items, measured on items it
+    was not picked on (`_held_out_peaks`; `evaluate.stats.picks_peak` says why), over seeds and
     items (`evaluate.stats.paired_diff` with `paired_seeds`)."""
     first, last = curve.iloc[0], curve.iloc[-1]
     row = {"run": run, "suite": ood, "peak_step": int(peak["step"]), "peak_fraction": float(peak["fraction"]),
            "start": float(first["ood"]), "peak": float(peak["ood"]), "last": float(last["ood"]),
            "id_peak": float(peak["id"]), "id_last": float(last["id"])}
-    nan = {k: np.nan for k in ("rise", "rise_low", "rise_high", "fall", "fall_low", "fall_high")}
-    r = a[(a["run"] == run) & (a["suite"] == ood)]
-    by_seed = {s: g.drop_duplicates("step").set_index("step")["path"] for s, g in r.groupby("seed", dropna=False)}
-    steps = sorted(set.intersection(*(set(p.index) for p in by_seed.values()))) if by_seed else []
-    m = items.matrix([str(p[st]) for p in by_seed.values() for st in steps], ood) if len(steps) > 2 else None
-    if m is None or len(m[1]) < 4:
-        return {**row, **nan, "n_items": 0, "seeds": len(by_seed), "peak_steps_held_out": "", "interval": "none",
-                "seeds_agreeing": 0}
-    scores = m[0].reshape(len(by_seed), len(steps), -1)  # (S, T, N), items in id order
-    order = np.argsort(np.asarray(m[1].astype(str)), kind="stable")
-    pick, test = order[0::2], order[1::2]  # pick the peak on one half, measure it on the other
-    sel = scores[:, 1:, :][:, :, pick].mean(axis=2)  # (S, T-1): checkpoints after step 0
-    t_peak = 1 + sel.argmax(axis=1)  # (S,), the earliest of ties
-    peak_items = scores[np.arange(len(by_seed)), t_peak][:, test]  # (S, N_test)
+    h = _held_out_peaks(items, a, run, ood)
+    if h is None:
+        nan = {k: np.nan for k in ("rise", "rise_low", "rise_high", "fall", "fall_low", "fall_high")}
+        return {**row, **nan, "n_items": 0, "seeds": a.loc[a["run"] == run, "seed"].nunique(dropna=False),
+                "peak_steps_held_out": "", "interval": "none", "seeds_agreeing": 0}
+    scores, test, t_peak = h["scores"], h["test"], h["peak"]
+    peak_items = scores[np.arange(len(t_peak)), t_peak][:, test]  # (S, N_test)
     rise = paired_diff(peak_items, scores[:, 0, test], paired_seeds=True)
     fall = paired_diff(peak_items, scores[:, -1, test], paired_seeds=True)
     agree = sum(x > 0 and y > 0 for x, y in zip(rise.per_seed, fall.per_seed))
     return {**row, "rise": rise.value, "rise_low": rise.low, "rise_high": rise.high, "fall": fall.value,
-            "fall_low": fall.low, "fall_high": fall.high, "n_items": len(test), "seeds": len(by_seed),
-            "peak_steps_held_out": " ".join(str(steps[t]) for t in t_peak), "interval": rise.method,
+            "fall_low": fall.low, "fall_high": fall.high, "n_items": len(test), "seeds": len(t_peak),
+            "peak_steps_held_out": " ".join(str(h["steps"][t]) for t in t_peak), "interval": rise.method,
             "seeds_agreeing": agree}
 
 
@@ -148,7 +158,7 @@ def _recoveries(items: Items, manifest: dict[str, Any], a: pd.DataFrame, run: st
     last, recs = curve.iloc[-1], []
     for rl, rspec in manifest["runs"].items():
         if rspec["init"].split(":")[0] == run:
-            row = _rl_recovery_row(items, a, run, spec, rl, rspec, int(peak["step"]))
+            row = _rl_recovery_row(items, a, run, spec, rl, rspec)
             if row is None:  # per-seed items unknown: the first seed, from the curves
                 g = a[a["run"] == rl]
                 g = g[g["seed"] == g["seed"].min()]
@@ -180,19 +190,21 @@ def _seed_key(item: tuple[int | None, Any]) -> int:
     return -1 if item[0] is None else item[0]
 
 
-def _rl_recovery_row(items: Items, a: pd.DataFrame, run: str, spec: dict[str, Any], rl: str, rspec: dict[str, Any],
-                     peak_step: int) -> dict[str, Any] | None:
-    """RL's recovery over every seed the SFT run and the RL run share: seed s's peak checkpoint (the
-    seed-mean curve's peak step), its last checkpoint and RL from it, paired over seeds and items."""
+def _rl_recovery_row(items: Items, a: pd.DataFrame, run: str, spec: dict[str, Any], rl: str,
+                     rspec: dict[str, Any]) -> dict[str, Any] | None:
+    """RL's recovery over every seed the SFT run and the RL run share: seed s's OOD peak (picked on
+    the items that pick peaks, `_held_out_peaks`), its last checkpoint and RL from it, paired over
+    seeds and the other items."""
     ood = spec["ood_suite"]
-    sft, after = a[(a["run"] == run) & (a["suite"] == ood)], a[(a["run"] == rl) & (a["suite"] == ood)]
+    h = _held_out_peaks(items, a, run, ood)
+    after = a[(a["run"] == rl) & (a["suite"] == ood)]
+    if h is None:
+        return None
     trios: list[tuple[str, str, str]] = []
-    for sd in sorted(set(sft["seed"].dropna()) & set(after["seed"].dropna())):
-        s, r = sft[sft["seed"] == sd], after[after["seed"] == sd]
-        at_peak = s.loc[s["step"] == peak_step, "path"]
-        if at_peak.empty:
-            return None
-        trios.append((at_peak.iloc[0], s.loc[s["step"].idxmax(), "path"], r.loc[r["step"].idxmax(), "path"]))
+    for i, sd in enumerate(h["seeds"]):
+        r = after[after["seed"] == sd]
+        if not r.empty:
+            trios.append((h["paths"][i][h["peak"][i]], h["paths"][i][-1], r.loc[r["step"].idxmax(), "path"]))
     rows = a[a["run"] == rl]
     final = rows[rows["step"] == rows.groupby("seed")["step"].transform("max")] if not rows.empty else rows
     return _paired_recovery(items, run, spec, "run", rl, rspec["label"], trios, final) if trios else None
@@ -201,19 +213,21 @@ def _rl_recovery_row(items: Items, a: pd.DataFrame, run: str, spec: dict[str, An
 def _paired_recovery(items: Items, run: str, spec: dict[str, Any], kind: str, name: str,
                      label: str, trios: list[tuple[str, str, str]], after: pd.DataFrame) -> dict[str, Any] | None:
     """Recovery over seeds: one (reference, target, edited) trio of model paths per seed, paired over
-    seeds and items (`intervene.recovery` with (S, N) per-item scores); `after` holds the edited
-    models' score rows. None when the per-item scores are not all known."""
+    seeds and items (`intervene.recovery` with (S, N) per-item scores) on the items that did not pick
+    the reference (an OOD peak: `evaluate.stats.picks_peak`); `after` holds the edited models' score
+    rows. None when the per-item scores are not all known."""
     from tunescope.intervene.recovery import Score, recovery
 
     ood = spec["ood_suite"]
     m = items.matrix([str(p) for trio in trios for p in trio], ood)
-    if m is None or not len(m[1]):
+    test = held_out(m[1])[1] if m is not None else []
+    if m is None or not len(test):
         return None
-    per = m[0].reshape(len(trios), 3, -1)  # (S, 3, N): reference, target, edited
+    per = m[0].reshape(len(trios), 3, -1)[:, :, test]  # (S, 3, N_test): reference, target, edited
     rec = recovery(*(Score(float(per[:, j].mean()), per_item=per[:, j]) for j in range(3)))
     o, idv = after[after["suite"] == ood], after.loc[after["suite"] == spec["task"], "value"]
     return _row(run, kind, name, label, ood, rec, float(o["ci_low"].mean()), float(o["ci_high"].mean()),
-                float(idv.mean()) if len(idv) else np.nan, len(m[1]), seeds=len(trios),
+                float(idv.mean()) if len(idv) else np.nan, len(test), seeds=len(trios),
                 per_seed=" ".join(f"{_ratio(*per[i].mean(axis=1)):.3f}" for i in range(len(trios))))
 
 

@@ -28,7 +28,8 @@ def _score_table(eval_rec: dict[str, Any]):
 
 def pick_checkpoint(ckpts: list[ModelRef], which: str, eval_rec: dict[str, Any] | None,
                     ood_suite: str | None) -> ModelRef:
-    """The checkpoint a ref names: last, first, a fraction, or best_ood (highest OOD accuracy after step 0)."""
+    """The checkpoint a ref names: last, first, a fraction, or best_ood (highest OOD accuracy after
+    step 0, on the items that pick a peak: `_ood_by_step`)."""
     if not ckpts:
         raise UserError("the run has no complete checkpoints")
     if which == "last":
@@ -37,9 +38,7 @@ def pick_checkpoint(ckpts: list[ModelRef], which: str, eval_rec: dict[str, Any] 
         return ckpts[0]
     if which == "best_ood":
         assert eval_rec is not None and ood_suite is not None
-        s = _score_table(eval_rec)
-        s = s[(s["suite"] == ood_suite) & (s["metric"] == primary_metric(s))]
-        by_step = s.groupby("step")["value"].mean()
+        by_step = _ood_by_step(eval_rec, ood_suite)
         candidates = [c for c in ckpts if c.step and c.step in by_step.index]
         if not candidates:
             raise UserError(f"no scored checkpoint after step 0 on {ood_suite}; evaluate more checkpoints")
@@ -47,6 +46,29 @@ def pick_checkpoint(ckpts: list[ModelRef], which: str, eval_rec: dict[str, Any] 
     frac = float(which)
     later = [c for c in ckpts if c.fraction is not None and c.fraction >= frac - 1e-9]
     return later[0] if later else ckpts[-1]
+
+
+def _ood_by_step(eval_rec: dict[str, Any], ood_suite: str):
+    """Each checkpoint's OOD accuracy on the items that pick the peak (`evaluate.stats.picks_peak`;
+    the others measure it, in the report), over the items every checkpoint answered; the mean on
+    all items when per-item scores are unknown (a suite scored by lm-eval only)."""
+    from tunescope.evaluate.outputs import item_scores
+    from tunescope.evaluate.stats import picks_peak
+
+    s = _score_table(eval_rec)
+    s = s[(s["suite"] == ood_suite) & (s["metric"] == primary_metric(s))]
+    per = item_scores([Path(eval_rec["dir"])])
+    series = {step: per.get((str(path), ood_suite)) for path, step in zip(s["path"], s["step"])}
+    if not series or any(v is None for v in series.values()):
+        return s.groupby("step")["value"].mean()
+    import pandas as pd
+
+    ids = None
+    for v in series.values():
+        ids = v.index if ids is None else ids.intersection(v.index)
+    picking = ids[[picks_peak(i) for i in ids]]
+    ids = picking if len(picking) else ids  # a suite of a few items may have none on the picking side
+    return pd.Series({step: float(v.loc[ids].mean()) for step, v in series.items()})
 
 
 def primary_metric(scores) -> str:
