@@ -220,7 +220,7 @@ def test_bf16_update_below_resolution_is_reported_with_its_tolerance(tmp_path: P
         assert (t[t["tensor"] != name]["rel_change"] == 0).all()
 
 
-def test_nan_and_inf_are_counted_not_fatal(tmp_path: Path) -> None:
+def test_nan_and_inf_are_counted_not_fatal(tmp_path: Path, capsys) -> None:
     base, refs = build(tmp_path, "qwen2", [0.02])
     f = refs[0].path / "model.safetensors"
     sd = load_file(f)
@@ -230,6 +230,8 @@ def test_nan_and_inf_are_counted_not_fatal(tmp_path: Path) -> None:
     sd[b][2] = -torch.inf
     save_file(sd, str(f), metadata={"format": "pt"})
     table = diff(base, refs, tmp_path / "d.csv", progress=False).set_index("tensor")
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 2 and f"{q} has 4 non-finite" in warned[0] + warned[1] and f"{b} has 1" in "".join(warned)
     assert table.loc[q, "nonfinite"] == 4 and table.loc[b, "nonfinite"] == 1
     assert (table.drop(index=[q, b])["nonfinite"] == 0).all()
     wb, wc = load64(base)[q], sd[q].double().numpy()

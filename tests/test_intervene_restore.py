@@ -216,6 +216,10 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):
 
     save_file(w, str(other / "model.safetensors"), metadata={"format": "pt"})
     (other / "config.json").write_text(json.dumps(cfg))
+    nan = _tiny_llama(tmp_path / "nan", torch.float32, seed=1, perturb_from=ref)
+    w = load_file(str(nan / "model.safetensors"))
+    w["model.layers.2.self_attn.o_proj.weight"][3, :4] = torch.nan
+    save_file(w, str(nan / "model.safetensors"), metadata={"format": "pt"})
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("x")
@@ -229,6 +233,8 @@ def test_bad_input_is_one_line_and_writes_nothing(pair, tmp_path, capsys):
         ([str(ref), str(target), "--method", "direction", "--select", "q@7"], "selector 'q@7': layer range '7' is outside the model"),
         ([str(ref), str(tmp_path / "nope"), "--method", "direction"], "no config.json"),
         ([str(ref), str(target), "--method", "direction", "--device", "tpu"], "use cpu or cuda"),
+        ([str(ref), str(nan), "--method", "direction"], "TARGET model.layers.2.self_attn.o_proj.weight (4 values)"),
+        ([str(nan), str(target), "--method", "reset", "--layers", "2"], "REF model.layers.2.self_attn.o_proj.weight"),
     ]
     capsys.readouterr()  # drop save_pretrained's progress bars
     for i, (args, fragment) in enumerate(cases):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +248,7 @@ def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAU
     table["layer"] = table["layer"].astype("Int64")
     table["step"] = table["step"].astype("Int64")
 
+    warn_nonfinite(table)
     by_module, by_layer = summaries(table)
     _write_csv(table, out)
     _write_csv(by_module, out.with_name(out.stem + ".by_module.csv"))
@@ -260,6 +262,18 @@ def diff(base: Path, models: list[ModelRef], out: Path, tolerance: float = DEFAU
                 "chunk_elems": chunk_elems, "compute_dtype": np.dtype(compute).name},
         seed=None, stage="analyse.diff", n_tensors=len(names)))
     return table
+
+
+def warn_nonfinite(table: pd.DataFrame, limit: int = 10) -> None:
+    """One warning line on stderr per checkpoint tensor with NaN or inf entries (their norms and
+    counts are taken over the finite entries, which can hide a diverged run)."""
+    bad = table[table["nonfinite"] > 0]
+    for r in bad.head(limit).itertuples():
+        print(f"warning: {r.checkpoint}: {r.tensor}{f' [{r.part}]' if r.part else ''} "
+              f"has {r.nonfinite} non-finite entries (NaN or inf, in it or in the base); its row is over the finite "
+              "ones only", file=sys.stderr)
+    if len(bad) > limit:
+        print(f"warning: {len(bad) - limit} more tensor rows with non-finite entries (column nonfinite)", file=sys.stderr)
 
 
 def _rows(name: str, ps: list[Part], accs: list[_BaseAcc], models: list[ModelRef], ckpts: list[WeightFiles],

@@ -167,6 +167,19 @@ def _check_pair(ref: WeightFiles, target: WeightFiles, chosen: list[str]) -> Non
             raise UserError(f"tensor {name} is in TARGET but missing from REF {ref.dir}")
 
 
+def _check_finite(ref: WeightFiles, target: WeightFiles, chosen: list[str]) -> None:
+    """Every tensor to edit is finite in REF and TARGET, or an error naming them: an SVD of a matrix
+    with NaN or inf fails, and any other edit of one would write NaN weights."""
+    bad = [f"{side} {name} ({int((~torch.isfinite(w)).sum())} values)" for name in chosen
+           for side, files in (("REF", ref), ("TARGET", target)) for w in [files.get(name)]
+           if not bool(torch.isfinite(w).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise UserError(f"non-finite weights (NaN or inf) in {len(bad)} tensor(s) to edit: {', '.join(bad[:3])}{more}; "
+                        "the edit would not be finite: pass checkpoints whose weights are finite, or leave these "
+                        "tensors out with --select")
+
+
 def _copy_aux(src: Path, dst: Path) -> list[str]:
     copied = []
     for pattern in AUX_FILES:
@@ -198,6 +211,7 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
     layers = layer_range(opts.layers, n_layers) if opts.layers else None
     chosen = chosen_tensors(names, {n: tgt_w.shape(n) for n in names}, opts, layers)
     _check_pair(ref_w, tgt_w, chosen)
+    _check_finite(ref_w, tgt_w, chosen)
     edit = set(chosen)
 
     records = []
