@@ -38,6 +38,25 @@ def _bad_config(smoke_organism: Path, tmp_path: Path) -> Path:
     return d
 
 
+def _copy(smoke_organism: Path, tmp_path: Path) -> Path:
+    """A plain copy (for cases that would write into the model directory if they were not refused)."""
+    d = tmp_path / "copy"
+    shutil.copytree(smoke_organism, d)
+    return d
+
+
+def _nan(smoke_organism: Path, tmp_path: Path) -> Path:
+    """A copy with three NaN entries in one matrix (a diverged run)."""
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "nan"
+    shutil.copytree(smoke_organism, d)
+    w = load_file(str(d / "model.safetensors"))
+    w["model.layers.0.mlp.up_proj.weight"][0, :3] = float("nan")
+    save_file(w, str(d / "model.safetensors"), metadata={"format": "pt"})
+    return d
+
+
 # (id, model maker, argv with {M} for the model and {T} for tmp_path, what the line must say)
 CASES = [
     ("diff-truncated", _truncated, ["diff", "{O}", "{M}", "--out", "{T}/d.csv"], "bytes where its header describes"),
@@ -54,6 +73,14 @@ CASES = [
      "base.path: "),
     ("run-out-is-a-file", None, ["run", "--preset", "smoke", "--out", "{T}/afile", "--check"], "is a file"),
     ("run-jobs-zero", None, ["run", "--preset", "smoke", "--out", "{T}/s", "--jobs", "0"], "--jobs 0"),
+    ("train-out-inside-model", _copy, ["train", "sft", "--model", "{M}", "--out", "{M}/run", "--config", "smoke"],
+     "is inside the input model"),
+    ("restore-out-inside-target", _copy, ["restore", "{O}", "{M}", "--method", "full", "--out", "{M}/edited"],
+     "is inside TARGET"),
+    ("study-out-inside-base", _copy, ["run", "--preset", "smoke", "--out", "{M}/study", "--check", "base.path={M}"],
+     "is inside base.path"),
+    ("restore-nan-target", _nan, ["restore", "{O}", "{M}", "--method", "direction", "--out", "{T}/m"],
+     "non-finite weights (NaN or inf) in 1 tensor(s) to edit: TARGET model.layers.0.mlp.up_proj.weight (3 values)"),
 ]
 
 

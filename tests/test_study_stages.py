@@ -259,3 +259,36 @@ def test_parallel_child_killed_is_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         StageRunner(tmp_path, stream=io.StringIO()).run([Stage("a", "t", {}, a)], jobs=2)
     assert str(e.value) == "stage a died (exit status -9); completed stages are kept; rerun to resume"
+
+
+def test_a_file_deleted_or_edited_after_the_stage_finished_reruns_it(tmp_path):
+    """stage.json inventories the stage's files: a deleted or edited file is found on the next run,
+    which says so and runs the stage again (never reading it); a file only touched is accepted."""
+    calls = []
+
+    def write(ctx):
+        calls.append(1)
+        (ctx.out / "sub").mkdir()
+        (ctx.out / "sub" / "w.bin").write_bytes(np.arange(64, dtype=np.float32).tobytes())
+        (ctx.out / "note.txt").write_text("done")
+        return {}
+
+    def run() -> str:
+        log = io.StringIO()
+        StageRunner(tmp_path / "o", stream=log).run([Stage("w", "t", {}, write)])
+        return log.getvalue()
+
+    run()
+    d = next((tmp_path / "o" / "stages").glob("w-*"))
+    rec = json.loads((d / "stage.json").read_text())
+    assert sorted(rec["files"]) == ["note.txt", "sub/w.bin"] and rec["files"]["note.txt"][0] == 4
+    os.utime(d / "note.txt", ns=(1, 1))  # touched: same bytes
+    assert "cached" in run() and len(calls) == 1
+    blob = bytearray((d / "sub" / "w.bin").read_bytes())
+    blob[5] ^= 1  # one flipped bit, same size
+    (d / "sub" / "w.bin").write_bytes(bytes(blob))
+    log = run()
+    assert log.count("w: sub/w.bin was edited since the stage finished; running it again") == 1 and len(calls) == 2
+    (d / "note.txt").unlink()
+    assert "note.txt was deleted" in run() and len(calls) == 3
+    assert "cached" in run() and len(calls) == 3

@@ -23,6 +23,19 @@ def check_writable_parent(path: Path) -> None:
         raise UserError(f"output directory {path} is not writable; choose a writable --out")
 
 
+def check_outside(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """Fail with a one-line error when the output directory `out` is, or lies inside, one of the
+    local `inputs` (label -> path; hub ids and None are skipped): writing there would mix outputs
+    into a model or run directory that other stages read as input."""
+    o = Path(out).expanduser().resolve()
+    for label, path in inputs.items():
+        if path is None or not Path(path).expanduser().exists():
+            continue
+        p = Path(path).expanduser().resolve()
+        if o == p or p in o.parents:
+            raise UserError(f"--out {out} is inside {label} {path}; write outputs to a directory outside the inputs")
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; rename it to `final` when the block succeeds.

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from tunescope.checkpoints import SIDECAR, read_sidecar
 from tunescope.errors import UserError
-from tunescope.fsutil import atomic_dir
+from tunescope.fsutil import atomic_dir, check_outside
 from tunescope.intervene import METHODS, edits
 from tunescope.naming import depth_of, layer_range, parse, parse_selector
 from tunescope.naming import select as select_names
@@ -203,6 +203,7 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
                           select=list(select) if select else None, include_embeddings=include_embeddings,
                           precision=precision, device=device)
     ref, target, out = Path(ref), Path(target), Path(out)
+    check_outside(out, {"REF": ref, "TARGET": target})
     if not (target / "config.json").is_file():
         raise UserError(f"TARGET {target} has no config.json; pass a Hugging Face model directory")
     ref_w, tgt_w = WeightFiles(ref), WeightFiles(target)

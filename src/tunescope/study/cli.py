@@ -52,10 +52,11 @@ def _run(args: argparse.Namespace) -> int:
     study = words[0] if words else None
     cfg = load_study(study, overrides, preset=args.preset)
     from tunescope.study.plan import resolve
-    from tunescope.study.runner import build_stages, run_study
+    from tunescope.study.runner import build_stages, check_out, run_study
     from tunescope.study.stages import StageRunner
 
     if args.check:
+        check_out(cfg, Path(args.out))
         todo = StageRunner(args.out).plan(build_stages(resolve(cfg), Path(args.out)))
         print(f"study '{cfg.name}' is valid: {len(cfg.runs)} runs, {len(todo)} stages "
               f"({sum(c for _, _, c in todo)} cached)")

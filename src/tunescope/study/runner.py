@@ -32,6 +32,7 @@ from typing import Any
 
 from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
 from tunescope.config import to_dict
+from tunescope.fsutil import check_outside
 from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
 from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
@@ -316,9 +317,18 @@ def _report_code_hash() -> str:
 # Entry point
 
 
+def check_out(cfg: StudyConfig, out: Path) -> None:
+    """The study directory lies outside the local models it reads (base.path, imported checkpoints)."""
+    check_outside(out, {"base.path": cfg.base.path} | {
+        f"runs.{name}.checkpoints": p for name, r in cfg.runs.items()
+        for p in ([r.checkpoints] if isinstance(r.checkpoints, str) else
+                  [e["path"] for e in r.checkpoints or [] if isinstance(e, dict) and "path" in e])})
+
+
 def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
     """Run (or resume) the study into `out`, up to `jobs` stages at once; return the path of report.html."""
     out = Path(out)
+    check_out(cfg, out)
     # One torch thread unless the user says otherwise: thread count changes float summation order, so a
     # fixed count makes a resumed stage give the same numbers whatever the machine's load; and on a shared
     # CPU one thread is also the fastest (see tunescope.threads).

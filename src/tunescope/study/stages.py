@@ -8,7 +8,11 @@ So:
 - re-running a finished study finds every directory and does no work;
 - a run killed at any moment (SIGKILL included) leaves at most one partial directory, which the next
   run discards and redoes, or hands back to the stage when it can resume (training checkpoints);
-- a changed config changes the keys of that stage and of everything downstream, and nothing else.
+- a changed config changes the keys of that stage and of everything downstream, and nothing else;
+- `stage.json` lists every file the stage wrote (size, modification time, and a sha256 for files up
+  to HASH_LIMIT bytes); a file deleted or edited since is found on the next run, which says so and
+  runs the stage again rather than reading it (a file whose time changed but whose checksum did not
+  is accepted).
 
 Stages run in the order given (the runner lists them topologically), or with `jobs` > 1 up to that
 many at once, each in a forked process, as soon as their inputs are done (longest chain of work
@@ -38,6 +42,7 @@ from tunescope.errors import UserError
 from tunescope.provenance import provenance, write_json
 
 STAGE_FILE = "stage.json"
+HASH_LIMIT = 256 * 1024**2  # files up to this size get a sha256 in the stage's inventory
 
 
 @dataclass
@@ -94,6 +99,7 @@ class StageRunner:
         self.dir = self.root / "stages"
         self.stream = stream if stream is not None else sys.stderr
         self.records: dict[str, dict[str, Any]] = {}
+        self._told: set[str] = set()  # stages already reported as changed on disk
 
     def _dirs(self, stage: Stage, key: str) -> tuple[Path, Path]:
         slug = stage.name.replace("/", ".")
@@ -121,6 +127,13 @@ class StageRunner:
         except json.JSONDecodeError:
             return None
         rec["dir"] = str(final)
+        changed = _changed_file(final, rec.get("files", {}))
+        if changed:
+            if stage.name not in self._told:
+                self._told.add(stage.name)
+                print(f"{'':8}{stage.name}: {changed} since the stage finished; running it again",
+                      file=self.stream, flush=True)
+            return None
         if stage.valid is not None and not stage.valid(rec):
             return None
         return rec
@@ -276,13 +289,48 @@ class StageRunner:
                "inputs": {i: self.records[i]["key"] for i in st.inputs},
                "result": _moved(to_dict(result), str(partial), str(final)),
                "wall_s": round(time.perf_counter() - t0, 3),
-               "provenance": provenance(config=None)}
+               "provenance": provenance(config=None), "files": _inventory(partial)}
         write_json(partial / STAGE_FILE, rec)
         _fsync_dir(partial)
         os.replace(partial, final)
         _fsync_dir(final.parent)
         rec["dir"] = str(final)
         return rec
+
+
+def _inventory(d: Path) -> dict[str, list]:
+    """Every file under `d` (through symbolic links: an imported run's adopted checkpoints), by path
+    relative to it: [size, mtime_ns, sha256 or None above HASH_LIMIT]."""
+    out = {}
+    for top, _dirs, files in os.walk(d, followlinks=True):
+        for name in sorted(files):
+            f = Path(top) / name
+            if not f.is_file():  # a broken link: nothing to read, nothing to check
+                continue
+            st = f.stat()
+            out[str(f.relative_to(d))] = [st.st_size, st.st_mtime_ns, _sha256(f) if st.st_size <= HASH_LIMIT else None]
+    return out
+
+
+def _changed_file(d: Path, files: dict[str, list]) -> str | None:
+    """How the first file of a stage's inventory differs on disk now ("X was deleted", "X was
+    edited"), or None when every file is as recorded."""
+    for rel, (size, mtime, digest) in files.items():
+        f = d / rel
+        if not f.is_file():
+            return f"{rel} was deleted"
+        st = f.stat()
+        if st.st_size != size or (st.st_mtime_ns != mtime and (digest is None or _sha256(f) != digest)):
+            return f"{rel} was edited"
+    return None
+
+
+def _sha256(f: Path) -> str:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from tunescope.checkpoints import SIDECAR, checkpoint_dir
 from tunescope.config import to_dict
 from tunescope.errors import UserError
-from tunescope.fsutil import atomic_dir, check_writable_parent
+from tunescope.fsutil import atomic_dir, check_outside, check_writable_parent
 from tunescope.provenance import provenance, write_json
 from tunescope.threads import torch_threads
 from tunescope.train.callbacks import (
@@ -239,6 +239,7 @@ def _check_request(method: str, model: str | Path, run: Path, cfg: BudgetConfig,
         raise UserError(f"stop_after={stop_after} is not a checkpoint step; use one of "
                         f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
     check_writable_parent(run)
+    check_outside(run, {"the input model": model})
     _check_run_dir(run, method, str(model), cfg, resume)
     if method == "grpo" and cfg.grpo.use_vllm:
         _check_vllm()
