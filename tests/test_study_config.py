@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tunescope.cli import main
@@ -220,3 +222,10 @@ def test_an_override_cannot_add_a_run_by_a_typo():
     with pytest.raises(UserError, match="no intervention 'restore'"):
         load_study(preset="smoke", overrides=["interventions.restore.k=0.3"])
     assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4
+
+
+def test_the_shipped_recipe_studies_plan(tmp_path, capsys):
+    """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) parses and plans."""
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "studies" / "sft24_recipes.yaml"
+    assert main(["run", str(recipe), "--out", str(tmp_path / "s"), "--check"]) == 0
+    assert "study 'sft24_recipes' is valid: 3 runs, 21 stages" in capsys.readouterr().out
