@@ -7,8 +7,8 @@ interval over seeds and items (`evaluate.stats.paired_diff`); a recovery whose t
 their items gets the paired-bootstrap interval of `intervene.recovery`, over seeds and items when
 the SFT run has several seeds (RL from each seed's end; each intervention is made once per seed).
 Each seed's peak is picked on half the items (`evaluate.stats.picks_peak`, as `RUN:best_ood` picks
-the interventions' reference) and both tables measure it on the other half. Per-item scores come from the evaluation stages' samples.jsonl
-(`report.compare.Items`)."""
+the interventions' reference) and both tables measure it on the other half. Per-item scores come
+from the evaluation stages' samples.jsonl (`report.compare.Items`)."""
 
 from __future__ import annotations
 
@@ -77,9 +77,10 @@ def _curve(a: pd.DataFrame, run: str, spec: dict[str, Any]) -> pd.DataFrame | No
 
 def _held_out_peaks(items: Items, a: pd.DataFrame, run: str, ood: str) -> dict[str, Any] | None:
     """Each seed's OOD peak picked on the items that pick peaks (`evaluate.stats.held_out`), with the
-    per-item scores of every checkpoint: `scores` (S, T, N) over the steps all seeds have, `paths` (S, T), `peak` (S,) the index of each seed's peak step (after step 0, the earliest
-    of ties) and `test` the positions of the items that measure it. None when per-item scores are
-    unknown or too few."""
+    per-item scores of every checkpoint: `scores` (S, T, N) over the steps all seeds have, `paths`
+    (S, T), `peak` (S,) the index of each seed's peak step (after step 0, the earliest of ties) and
+    `test` the positions of the items that measure it. None when per-item scores are unknown or too
+    few."""
     r = a[(a["run"] == run) & (a["suite"] == ood)]
     by_seed = {s: g.drop_duplicates("step").set_index("step")["path"] for s, g in r.groupby("seed", dropna=False)}
     steps = sorted(set.intersection(*(set(p.index) for p in by_seed.values()))) if by_seed else []
