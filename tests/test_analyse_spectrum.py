@@ -88,6 +88,41 @@ def test_matrix_metrics_match_float64_numpy(shape: tuple[int, int]) -> None:
         check_row(row, numpy_metrics(wr, wt, frac), rel=2e-3, angle_abs=2e-3, other_abs=1e-4)
 
 
+def _old_subspace_columns(a: torch.Tensor, b: torch.Tensor, k: int) -> dict[str, float]:
+    """The U (or V) columns for subspace size k by the direct formula: principal_angles on (m, k) slices."""
+    r = a.shape[1]
+
+    def band(lo: int, hi: int) -> float:
+        return math.degrees(float(principal_angles(a[:, lo:hi], b[:, lo:hi]).mean())) if hi > lo else math.nan
+
+    ang = principal_angles(a[:, :k], b[:, :k])
+    return {"angle_mean": math.degrees(float(ang.mean())), "angle_max": math.degrees(float(ang.max())),
+            "proj_dist": math.sqrt(2.0 * float((torch.sin(ang) ** 2).sum())),
+            "matched": float((a[:, :k].mT @ b[:, :k]).abs().amax(1).mean()),
+            "rot_bulk": band(k, r - k), "rot_tail": band(max(r - k, 0), r)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40), (30, 30)])
+def test_sliced_cross_products_equal_the_direct_formula(shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """Angles from slices of one U_R^T U_T per side (and the complement for square bulks) equal
+    principal_angles on the (m, k) slices of the singular vectors, for small and large updates."""
+    g = torch.Generator().manual_seed(3)
+    wr = torch.randn(shape, generator=g, dtype=torch.float64)
+    fracs = [0.05, 0.2, 0.34, 0.5, 1.0]
+    for scale in (0.3, 1e-4):
+        wt = wr + scale * torch.randn(shape, generator=g, dtype=torch.float64)
+        _, rows = matrix_metrics(wr.to(dtype), wt.to(dtype), fracs, dtype=dtype)
+        u_r, _, vh_r = torch.linalg.svd(wr.to(dtype), full_matrices=False)
+        u_t, _, vh_t = torch.linalg.svd(wt.to(dtype), full_matrices=False)
+        tol = 1e-9 if dtype == torch.float64 else 2e-4  # degrees; float32: the direct formula's own noise
+        for row in rows:
+            for side, a, b in (("u", u_r, u_t), ("v", vh_r.mT, vh_t.mT)):
+                for key, want in _old_subspace_columns(a, b, row["k"]).items():
+                    got = row[key.replace("_", f"_{side}_", 1) if key.startswith("angle") else f"{key}_{side}"]
+                    assert got == pytest.approx(want, abs=tol, nan_ok=True), (side, key, row["k"], scale)
+
+
 def test_principal_angles_resolve_tiny_rotations_in_float32() -> None:
     """arccos of a float32 cosine cannot see 1e-5 rad; the sine branch (as scipy) can."""
     rng = np.random.default_rng(1)
