@@ -272,3 +272,20 @@ def test_excess_over_the_null_tells_edge_rotation_from_a_random_update() -> None
     rand = spectrum_excess(_per_rank(noise))  # an update like the null model's has no excess anywhere
     assert rand["ci_low"] < 0 < rand["ci_high"] and rand["raw_edge_minus_bulk"] < 0
     assert spectrum_excess(_per_rank(noise).drop(columns=["u_angle_null", "v_angle_null"])) is None
+
+
+def test_estimate_is_printed_before_the_work(tmp_path: Path, capsys) -> None:
+    """One stderr line "about N s|min for M matrices on T threads", M the matrices to analyse."""
+    import re
+
+    from tunescope.analyse.spectrum import estimate, svd_work
+
+    ref, targets = build(tmp_path, "llama", [0.1])
+    res = spectrum(ref, targets[0].path, tmp_path / "s.csv", ranks=[0.5], threads=1, null_draws=1)
+    n = len(res["per_matrix"])  # one row per matrix with one k
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("about"))
+    assert re.fullmatch(rf"about \d+ (s|min) for {n} matrices on 1 threads", line), line
+    assert spectrum(ref, targets[0].path, tmp_path / "s.csv", ranks=[0.5], progress=False) and not capsys.readouterr().err
+    # 224 matrices of an 8B-shaped model at a rate that makes one 4096 x 4096 SVD take 10 s
+    rate = 10 / svd_work(4096, 4096)
+    assert estimate([(4096, 4096)] * 224, 3, rate, "2 threads") == "about 213 min for 224 matrices on 2 threads"

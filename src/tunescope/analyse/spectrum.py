@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +70,7 @@ from tunescope.weights import WeightFiles
 DEFAULT_RANKS = (0.01, 0.05, 0.1, 0.2, 0.5)
 NULL_DRAWS = 3  # random updates of the same size per matrix (the null model of the angles)
 NULL_SEED = 20250  # with the matrix name, the seed of its random updates
+REST_IN_SVDS = 0.7  # a matrix's metrics besides its SVDs, in SVDs of it (measured: bench_analyse, 1 thread)
 
 
 # --------------------------------------------------------------------------- metrics on one matrix
@@ -255,6 +258,34 @@ def _selected(p: Part, sels: list[Selector]) -> bool:
     return False
 
 
+def svd_work(m: int, n: int) -> float:
+    """The flop count of a thin SVD of an (m, n) matrix, up to a constant: LAPACK's gesdd reduces the long
+    side with a QR (~ max·r²) and then decomposes r x r (~ 4 r³, measured on MKL), r = min(m, n)."""
+    r = min(m, n)
+    return r * r * (max(m, n) + 4.0 * r)
+
+
+def svd_rate(dev: torch.device, dtype: torch.dtype, size: int = 384) -> float:
+    """Seconds per unit of `svd_work` here (device, dtype, current threads), timed on one size x size SVD."""
+    x = torch.randn(size, size, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
+    best = math.inf
+    for _ in range(2):  # the first call also pays for workspace and thread start-up
+        t = time.perf_counter()
+        torch.linalg.svd(x, full_matrices=False)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - t)
+    return best / svd_work(size, size)
+
+
+def estimate(shapes: list[tuple[int, int]], null_draws: int, rate: float, where: str) -> str:
+    """One line such as "about 40 min for 224 matrices on 2 threads": each matrix costs 2 + null_draws
+    SVDs plus REST_IN_SVDS, at `rate` seconds per unit of `svd_work`."""
+    sec = rate * (2 + null_draws + REST_IN_SVDS) * sum(svd_work(m, n) for m, n in shapes)
+    took = f"{sec / 60:.0f} min" if sec >= 90 else f"{max(sec, 1):.0f} s"
+    return f"about {took} for {len(shapes)} matrices on {where}"
+
+
 def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.device, ranks: list[float],
          dtype: torch.dtype, progress: bool, null_draws: int) -> tuple[list[dict], list[pd.DataFrame]]:
     """Metrics for every selected matrix: (per-matrix rows, per-rank frames)."""
@@ -314,6 +345,10 @@ def spectrum(ref: Path, target: Path, out: Path, ranks: Sequence[float] = DEFAUL
     if threads:
         torch.set_num_threads(threads)
     try:
+        if progress:
+            where = f"{torch.get_num_threads()} threads" if dev.type == "cpu" else str(dev)
+            shapes = [p.matrix(torch.empty(ref_w.shape(p.tensor), device="meta")).shape for p in todo]
+            print(estimate(shapes, null_draws, svd_rate(dev, dtype), where), file=sys.stderr, flush=True)
         mats, per_rank = _run(todo, ref_w, tgt_w, dev, ranks, dtype, progress, null_draws)
     finally:
         torch.set_num_threads(saved)
