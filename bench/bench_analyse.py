@@ -6,11 +6,15 @@ posix_fadvise, so they come from disk):
   - diff throughput: the same bytes through `diff(base, [ckpt])`, as a fraction of the raw rate
     (goal >= 0.70);
   - peak RSS of the diff process against 3x the largest tensor (goal: peak - overhead <= 3x);
-  - a K-checkpoint diff against K single diffs (the base is read once instead of K times).
+  - a K-checkpoint diff against K single diffs (the base is read once instead of K times);
+  - `spectrum` against the bare torch.linalg.svd of the same matrices, side by side in one process
+    (same dtype, device and threads), on one layer of Llama-3.2-1B shapes (a whole 1B model is 16 such
+    layers: 16x the time, the same ratio) and on the shipped organism against a noised copy (goal <= 1.2x).
 Each diff runs in a fresh subprocess so that its peak RSS is its own; `overhead` is the RSS of
 the same process after imports, before any work.
 
     make bench   # or: .venv/bin/python -m bench bench_analyse
+    .venv/bin/python -m bench.bench_analyse spectrum   # the spectrum part alone
 """
 
 from __future__ import annotations
@@ -153,8 +157,86 @@ def run(out: Path) -> dict:
     singles = sum(_diff_child(base, [c], work / f"diff-single-{i}.csv")["seconds"] for i, c in enumerate(ckpts))
     res["k_checkpoints"] = {"k": K, "one_diff_s": round(many, 2), "k_single_diffs_s": round(singles, 2),
                             "speedup": round(singles / many, 2)}
+    res["spectrum"] = spectrum_bench(Path(out))
     return res
 
 
+# --------------------------------------------------------------------------- spectrum vs its SVDs
+
+def _bare_svds(ref: Path, target: Path, null_draws: int) -> float:
+    """Seconds of torch.linalg.svd (float32, CPU) of every matrix `spectrum` analyses: R, T and, per null
+    draw, R + a random update (the SVDs the command cannot avoid)."""
+    import torch
+
+    from tunescope.analyse.layout import parts, read_config
+    from tunescope.analyse.spectrum import null_seed, null_update
+    from tunescope.weights import WeightFiles
+
+    rw, tw, config = WeightFiles(ref), WeightFiles(target), read_config(ref)
+    todo = [p for n in rw.names() if len(rw.shape(n)) == 2 for p in parts(n, rw.shape(n), config) if p.param == "weight"]
+    total = 0.0
+    for p in todo:
+        a, b = p.matrix(rw.get(p.tensor)).float(), p.matrix(tw.get(p.tensor)).float()
+        mats = [a, b] + [a + null_update(tuple(a.shape), 1e-3, null_seed(p.tensor, d)).float() for d in range(null_draws)]
+        t = time.perf_counter()
+        for m in mats:
+            torch.linalg.svd(m, full_matrices=False)
+        total += time.perf_counter() - t
+    return total
+
+
+def _side_by_side(ref: Path, target: Path, work: Path, threads: int) -> dict:
+    from tunescope.analyse.spectrum import spectrum
+
+    row: dict = {}
+    for draws in (0, 3):
+        bare = _bare_svds(ref, target, draws)
+        t = time.perf_counter()
+        spectrum(ref, target, work / f"spectrum-{draws}.csv", progress=False, threads=threads, device="cpu",
+                 null_draws=draws)
+        spec = time.perf_counter() - t
+        row[f"null_draws_{draws}"] = {"bare_svds_s": round(bare, 2), "spectrum_s": round(spec, 2),
+                                      "ratio": round(spec / bare, 2)}
+    return row
+
+
+def _noised_copy(src: Path, dst: Path, rel: float = 1e-3) -> Path:
+    """`src` with every tensor plus rel * its RMS * N(0, 1) noise: a fine-tuned target for the organism."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    g = torch.Generator().manual_seed(0)
+    sd = load_file(src / "model.safetensors")
+    noised = {k: v + rel * v.float().pow(2).mean().sqrt() * torch.randn(v.shape, generator=g).to(v.dtype)
+              for k, v in sd.items()}
+    save_file(noised, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+def spectrum_bench(out: Path, threads: int = 1) -> dict:
+    """spectrum against the bare SVDs of its matrices, with and without the null model (`threads` CPU threads)."""
+    import torch
+
+    from tunescope.organism import build
+
+    torch.set_num_threads(threads)
+    work = out / "analyse"
+    work.mkdir(parents=True, exist_ok=True)
+    base, (ckpt,) = make_llama_pair(out / "synthetic-1b-layer", "1b-layer", dtype=torch.float32)
+    organism = Path(build("default"))
+    tuned = _noised_copy(organism, out / "organism-noised")
+    return {"threads": threads, "load_1min": round(os.getloadavg()[0], 2),
+            "1b_layer": _side_by_side(base, ckpt, work, threads),
+            "organism": _side_by_side(organism, tuned, work, threads)}
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(Path("bench_out")), indent=2))
+    if sys.argv[1:] == ["spectrum"]:
+        print(json.dumps(spectrum_bench(Path("bench_out")), indent=2))
+    else:
+        print(json.dumps(run(Path("bench_out")), indent=2))

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import torch
 
-# name -> Llama architecture sizes. "1b" is Llama-3.2-1B, "8b" Llama-3.1-8B, "tiny" for tests.
+# name -> Llama architecture sizes. "1b" is Llama-3.2-1B, "8b" Llama-3.1-8B, "tiny" for tests,
+# "1b-layer" one layer of "1b" with a 256-token vocabulary (the spectrum benchmark: SVDs cost ~ r³).
 PRESETS: dict[str, dict] = {
     "tiny": dict(layers=2, d=64, ffn=160, heads=4, kv_heads=2, vocab=256, tie=False),
     "100m": dict(layers=8, d=768, ffn=2048, heads=12, kv_heads=4, vocab=32000, tie=True),
     "1b": dict(layers=16, d=2048, ffn=8192, heads=32, kv_heads=8, vocab=128256, tie=True),
     "8b": dict(layers=32, d=4096, ffn=14336, heads=32, kv_heads=8, vocab=128256, tie=False),
+    "1b-layer": dict(layers=1, d=2048, ffn=8192, heads=32, kv_heads=8, vocab=256, tie=True),  # one layer of 1b
 }
 
 # Relative update size per module type (q/k largest), times a per-layer bump in the middle layers.
