@@ -180,7 +180,7 @@ def test_spectrum_select_cli_and_bad_input(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.startswith("error: tensor model.layers.0.mlp.gate_up_proj.weight ")
 
 
-def test_nonfinite_matrix_is_flagged_not_fatal(tmp_path: Path) -> None:
+def test_nonfinite_matrix_is_flagged_not_fatal(tmp_path: Path, capsys) -> None:
     from safetensors.torch import load_file, save_file
 
     ref, targets = build(tmp_path, "llama", [0.1])
@@ -189,6 +189,9 @@ def test_nonfinite_matrix_is_flagged_not_fatal(tmp_path: Path) -> None:
     sd["model.layers.0.mlp.up_proj.weight"][3, 3] = torch.nan
     save_file(sd, str(f), metadata={"format": "pt"})
     pm = spectrum(ref, targets[0].path, tmp_path / "s.csv", ranks=[0.5], progress=False)["per_matrix"]
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert warned == ["warning: model.layers.0.mlp.up_proj.weight has non-finite entries (NaN or inf: target 1); "
+                      "no spectrum for it (its row has nonfinite=True)"]
     bad = pm[pm["tensor"] == "model.layers.0.mlp.up_proj.weight"]
     assert bad["nonfinite"].all() and bad["angle_u_mean"].isna().all()
     assert (~pm[pm["tensor"] != "model.layers.0.mlp.up_proj.weight"]["nonfinite"]).all()

@@ -297,6 +297,10 @@ def _run(todo: list[Part], ref_w: WeightFiles, tgt_w: WeightFiles, dev: torch.de
             loaded = (p.tensor, ref_w.get(p.tensor).to(dev), tgt_w.get(p.tensor).to(dev))
         a, b = p.matrix(loaded[1]), p.matrix(loaded[2])  # (out, in)
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            bad = [f"{side} {int((~torch.isfinite(w)).sum())}" for side, w in (("reference", a), ("target", b))
+                   if not bool(torch.isfinite(w).all())]
+            print(f"warning: {p.tensor}{f' [{p.part}]' if p.part else ''} has non-finite entries (NaN or inf: "
+                  f"{', '.join(bad)}); no spectrum for it (its row has nonfinite=True)", file=sys.stderr)
             mats.append({"tensor": p.tensor, "part": p.part, "layer": p.layer, "module": p.module,
                          "rows": a.shape[0], "cols": a.shape[1], "nonfinite": True})
             continue
