@@ -41,7 +41,7 @@ from typing import Any
 
 from tunescope.config import config_hash, to_dict
 from tunescope.errors import UserError
-from tunescope.fsutil import atomic_dir, check_writable_parent
+from tunescope.fsutil import atomic_dir, check_writable_parent, sha256_file
 from tunescope.provenance import provenance, write_json
 
 SIDECAR = "tunescope.json"
@@ -130,14 +130,6 @@ def shipped_dir(preset: str, seed: int = 0) -> Path | None:
     return path if seed == 0 and (path / SIDECAR).exists() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(path: Path, key: str | None = None) -> str | None:
     """None when `path` is a complete organism (matching `key` if given), else what is wrong."""
     try:
@@ -154,7 +146,7 @@ def verify(path: Path, key: str | None = None) -> str | None:
             return f"{SIDECAR} lists no {name}"
     for name, digest in files.items():
         try:
-            if _sha256(path / name) != digest:
+            if sha256_file(path / name) != digest:
                 return f"{name} does not match its checksum"
         except OSError:
             return f"{name} is missing or unreadable"
@@ -196,7 +188,7 @@ def _make(recipe: Recipe, seed: int, key: str, dest: Path) -> None:
         pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=256)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
-    files = {p.name: _sha256(p) for p in sorted(dest.iterdir()) if p.is_file()}
+    files = {p.name: sha256_file(p) for p in sorted(dest.iterdir()) if p.is_file()}
     stats["build_wall_s"] = round(time.perf_counter() - t0, 1)
     write_json(dest / SIDECAR, provenance(
         config=to_dict(recipe), seed=seed, kind="organism", cache_key=key,
@@ -219,7 +211,7 @@ def _weights_match(a: Path, b: Path) -> str:
     """'bit-identical' or how the weights of two organism directories differ."""
     from safetensors.numpy import load_file
 
-    if _sha256(a / "model.safetensors") == _sha256(b / "model.safetensors"):
+    if sha256_file(a / "model.safetensors") == sha256_file(b / "model.safetensors"):
         return "bit-identical to the shipped weights"
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     if wa.keys() != wb.keys() or any(wa[k].shape != wb[k].shape for k in wa):

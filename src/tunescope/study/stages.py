@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 from tunescope.config import to_dict
 from tunescope.errors import UserError
+from tunescope.fsutil import sha256_file
 from tunescope.provenance import provenance, write_json
 
 STAGE_FILE = "stage.json"
@@ -308,7 +309,7 @@ def _inventory(d: Path) -> dict[str, list]:
             if not f.is_file():  # a broken link: nothing to read, nothing to check
                 continue
             st = f.stat()
-            out[str(f.relative_to(d))] = [st.st_size, st.st_mtime_ns, _sha256(f) if st.st_size <= HASH_LIMIT else None]
+            out[str(f.relative_to(d))] = [st.st_size, st.st_mtime_ns, sha256_file(f) if st.st_size <= HASH_LIMIT else None]
     return out
 
 
@@ -320,17 +321,9 @@ def _changed_file(d: Path, files: dict[str, list]) -> str | None:
         if not f.is_file():
             return f"{rel} was deleted"
         st = f.stat()
-        if st.st_size != size or (st.st_mtime_ns != mtime and (digest is None or _sha256(f) != digest)):
+        if st.st_size != size or (st.st_mtime_ns != mtime and (digest is None or sha256_file(f) != digest)):
             return f"{rel} was edited"
     return None
-
-
-def _sha256(f: Path) -> str:
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
