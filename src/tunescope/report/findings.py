@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -301,6 +302,20 @@ def _faces_as_10(mix: pd.DataFrame | None, run: str, peak: int, last: int) -> st
             f"the peak, {_pct(r.loc[last, 'faces_as_10'])} at the end.")
 
 
+def _loss_caveat(peak: pd.DataFrame | None, row: Any) -> str:
+    """What a recovery ratio is a share of: nothing when the reference does not score above the
+    target, or a loss the held-out items do not resolve (the `ood_peak` fall, picked the same way)."""
+    if row.ood_reference <= row.ood_target:
+        return (" On these items the reference scores no higher than the target: nothing was lost, so the ratio"
+                " does not measure a recovery.")
+    fall = peak[peak["run"] == row.source] if peak is not None and "run" in peak else None
+    if fall is not None and len(fall) and math.isfinite(fall["fall_low"].iloc[0]) and fall["fall_low"].iloc[0] <= 0:
+        f = fall.iloc[0]
+        return (f" The loss it is a share of (peak − end {f['fall']:+.3f} [{f['fall_low']:+.3f}, {f['fall_high']:+.3f}]"
+                " on the same items) is not resolved, so neither is the share.")
+    return ""
+
+
 def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
     r = t.get("recovery")
     if r is None:
@@ -314,8 +329,10 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
                 + (f" (on the {int(row.n_items)} items the peak was not picked on)." if row.n_items else "."))
         if not math.isfinite(row.recovery):
             text += " Nothing was lost between the peak and the target, so recovery is undefined."
-        verdict = verdict_of(row.recovery_low, row.recovery_high, threshold=0.5) if math.isfinite(row.recovery) \
-            else "inconclusive"
+        else:
+            text += _loss_caveat(t.get("ood_peak"), row)
+        measurable = math.isfinite(row.recovery) and row.ood_reference > row.ood_target  # something was lost
+        verdict = verdict_of(row.recovery_low, row.recovery_high, threshold=0.5) if measurable else "inconclusive"
         raw = getattr(row, "per_seed", None)
         per_seed = [float(x) for x in str(raw).split()] if isinstance(raw, str) else []  # NaN: one model
         if len(per_seed) > 1:  # several seeds: the interval resamples seeds and items
