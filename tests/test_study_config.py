@@ -110,6 +110,24 @@ def test_the_plan_resolves_each_budget_once(tmp_path, monkeypatch):
     assert stages["train/sft/s1"].config["budget"]["seed"] == 1
 
 
+def test_the_peak_rule_is_in_the_key_of_every_stage_that_picks_a_peak(tmp_path, monkeypatch):
+    """Stages that read RUN:best_ood (the interventions, the peak-to-last spectrum) hash the rule that
+    picks it, so a change of the rule reruns them; stages that do not are left alone."""
+    from tunescope.evaluate import stats
+    from tunescope.study.plan import resolve
+    from tunescope.study.runner import build_stages
+    from tunescope.study.stages import StageRunner
+
+    cfg = load_study(None, overrides=["base.organism=smoke"])
+    keys = {st.name: k for st, k, _ in StageRunner(tmp_path).plan(build_stages(resolve(cfg), tmp_path))}
+    monkeypatch.setattr(stats, "PEAK_RULE", "another rule")
+    again = {st.name: k for st, k, _ in StageRunner(tmp_path).plan(build_stages(resolve(cfg), tmp_path))}
+    changed = {n for n in keys if keys[n] != again[n]}
+    assert {"intervene/restore_top20/s0", "evaluate/restore_top20/s0", "spectrum/sft24_peak_vs_last",
+            "report"} <= changed
+    assert not {n for n in changed if n.startswith(("train/", "diff/", "spectrum/sft_vs"))}
+
+
 def test_cli_check_validates_without_work(tmp_path, capsys):
     bad = tmp_path / "study.yaml"
     bad.write_text("runs:\n  a: {method: sft, task: maths, budjet: {}}\n")

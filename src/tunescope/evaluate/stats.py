@@ -145,6 +145,11 @@ def paired_diff(a: np.ndarray | list, b: np.ndarray | list, *, paired_seeds: boo
     return Diff(value, float(low), float(high), n, sa, sb, method, per_seed, mean_a, mean_b)
 
 
+# the rule `picks_peak` implements, in words: the stages that resolve RUN:best_ood hash it into their key,
+# so that a change of the rule (edit this line with it) reruns them
+PEAK_RULE = "best checkpoint after step 0 on the items whose crc32(id) is even; ties: the earliest"
+
+
 def picks_peak(item_id: object) -> bool:
     """Whether an item is one of those a best checkpoint (the OOD peak) is picked on; the others
     measure it. A peak picked as the best of many checkpoints on the items it is then measured on

@@ -89,6 +89,14 @@ def intervention_seeds(cfg: StudyConfig, name: str) -> list[int | None]:
     return [None]
 
 
+def pick_rule(refs: list[str]) -> dict[str, str]:
+    """The peak-picking rule, for the config of a stage whose refs include a RUN:best_ood (it decides
+    which checkpoint the stage reads, so a change of the rule must change the stage's key)."""
+    from tunescope.evaluate.stats import PEAK_RULE
+
+    return {"best_ood_rule": PEAK_RULE} if any(parse_ref(r)[1] == "best_ood" for r in refs) else {}
+
+
 def ref_inputs(cfg: StudyConfig, refs: list[str], seed: int | None = None) -> list[str]:
     """Stages a ref reads; runs use `seed` where they have it, else their first seed; an intervention
     named as a ref is its first seed's edit."""

@@ -37,7 +37,14 @@ from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
 from tunescope.study.config import SpectrumSpec, StudyConfig, parse_ref, spec_suites
 from tunescope.study.plan import Plan, eval_config, n_layers, recovery_suite, resolve
-from tunescope.study.refs import intervention_seeds, pick_checkpoint, ref_inputs, resolve_ref, seed_of
+from tunescope.study.refs import (
+    intervention_seeds,
+    pick_checkpoint,
+    pick_rule,
+    ref_inputs,
+    resolve_ref,
+    seed_of,
+)
 from tunescope.study.stages import Context, Stage, StageRunner, hold, stage_id
 from tunescope.threads import torch_threads
 
@@ -67,14 +74,16 @@ def build_stages(plan: Plan, out: Path) -> list[Stage]:
             stages += _run_stages(plan, run, seed, eval_for(run), eval_cost)
     for sname, sspec in cfg.analyses.spectra.items():
         inputs = ref_inputs(cfg, [sspec.reference, sspec.target])
-        stages.append(Stage(stage_id("spectrum", sname), "spectrum", to_dict(sspec),
+        stages.append(Stage(stage_id("spectrum", sname), "spectrum",
+                            to_dict(sspec) | pick_rule([sspec.reference, sspec.target]),
                             _spectrum_fn(cfg, sspec), inputs=inputs,
                             estimate_s=20))
     for iname, iv in cfg.interventions.items():  # one edit per seed of the run it edits
         source = parse_ref(iv.reference)[0]
         for seed in intervention_seeds(cfg, iname):
             edit = stage_id("intervene", iname, seed)
-            stages.append(Stage(edit, "intervene", to_dict(iv), _intervene_fn(cfg, iname, seed),
+            stages.append(Stage(edit, "intervene", to_dict(iv) | pick_rule([iv.reference, iv.target]),
+                                _intervene_fn(cfg, iname, seed),
                                 inputs=ref_inputs(cfg, [iv.reference, iv.target], seed), estimate_s=20))
             stages.append(_eval_stage(stage_id("evaluate", iname, seed), eval_for(source if source in cfg.runs else None),
                                       edit, lambda ins, e=edit, n=iname: [
@@ -148,7 +157,7 @@ def _train_stage(plan: Plan, run: str, seed: int, train_id: str) -> Stage:
     # the resolved budget (packaged file + study settings + run keys, layers at the base's depth),
     # so that an edit of any of them reruns the run
     conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget),
-            "dataset": _fingerprint(spec.dataset) if spec.dataset else None}
+            "dataset": _fingerprint(spec.dataset) if spec.dataset else None} | pick_rule([spec.init])
     # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
     per_step = 0.3 if spec.method == "sft" else 1e-3 * (
         budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
