@@ -52,6 +52,8 @@ def _ood_by_step(eval_rec: dict[str, Any], ood_suite: str):
     """Each checkpoint's OOD accuracy on the items that pick the peak (`evaluate.stats.picks_peak`;
     the others measure it, in the report), over the items every checkpoint answered; the mean on
     all items when per-item scores are unknown (a suite scored by lm-eval only)."""
+    import pandas as pd
+
     from tunescope.evaluate.outputs import item_scores
     from tunescope.evaluate.stats import picks_peak
 
@@ -61,8 +63,6 @@ def _ood_by_step(eval_rec: dict[str, Any], ood_suite: str):
     series = {step: per.get((str(path), ood_suite)) for path, step in zip(s["path"], s["step"])}
     if not series or any(v is None for v in series.values()):
         return s.groupby("step")["value"].mean()
-    import pandas as pd
-
     ids = None
     for v in series.values():
         ids = v.index if ids is None else ids.intersection(v.index)
