@@ -89,19 +89,20 @@ def test_recovery_verdicts():
                         "label": ["GRPO", "restore"], "suite": "game24_ood", "ood_reference": [0.3, 0.3],
                         "ood_target": [0.1, 0.1], "ood_after": [0.28, 0.1], "ood_after_ci_low": [0.27, 0.09],
                         "ood_after_ci_high": [0.29, 0.11], "id_after": [0.5, 0.5], "recovery": [0.9, 0.0],
-                        "recovery_low": [0.8, -0.1], "recovery_high": [1.0, 0.1], "interval": "x", "n_items": 86})
+                        "recovery_low": [0.8, -0.1], "recovery_high": [1.0, 0.1], "interval": "x", "n_items": 86,
+                        "loss": [0.2, 0.2], "loss_low": [0.1, 0.1], "loss_high": [0.3, 0.3]})
     f = [x for x in compute({"recovery": rec}) if x.topic == "recovery"]
     assert [x.verdict for x in f] == ["supported", "not supported"]
     assert "90%" in f[0].text and "on the 86 items the peak was not picked on" in f[0].text
-    assert "not resolved" not in f[0].text  # no ood_peak table: nothing to say about the loss
+    assert "not resolved" not in f[0].text  # a loss of 0.2 [0.1, 0.3]: resolved
     # the reference no higher than the target on the held-out items: the ratio measures nothing
     low = rec.assign(ood_reference=[0.10, 0.3], recovery=[12.0, 0.0])
     f = [x for x in compute({"recovery": low}) if x.topic == "recovery"]
     assert "nothing was lost, so the ratio does not measure a recovery" in f[0].text and f[0].verdict == "inconclusive"
-    # a loss whose held-out interval holds 0: named, with its interval
-    peak = _peak((0.01, -0.02, 0.04), (0.02, -0.01, 0.05)).assign(run="sft24")
-    f = [x for x in compute({"recovery": rec, "ood_peak": peak}) if x.topic == "recovery"]
-    assert "The loss it is a share of (peak − end +0.020 [-0.010, +0.050] on the same items) is not resolved" in f[0].text
+    # a loss whose interval holds 0: named, with its interval
+    f = [x for x in compute({"recovery": rec.assign(loss=0.02, loss_low=-0.01, loss_high=0.05)}) if x.topic == "recovery"]
+    assert "The loss it is a share of (reference − target +0.020 [-0.010, +0.050] on the same items) is not resolved" \
+        in f[0].text
 
 
 def _comparisons(grpo_maths, pooled, grpo_instruct=(0.0, -0.05, 0.05), sft_instruct=(-0.2, -0.3, -0.1)):

@@ -97,6 +97,8 @@ def test_report_tables_agree_with_evaluations(smoke_study):
         den = r["ood_reference"] - r["ood_target"]
         expected = (r["ood_after"] - r["ood_target"]) / den if den != 0 else float("nan")
         assert (math.isnan(expected) and math.isnan(r["recovery"])) or math.isclose(r["recovery"], expected)
+        assert math.isclose(r["loss"], den, abs_tol=1e-12)  # the loss the recovery is a share of
+        assert math.isnan(r["loss_low"]) or r["loss_low"] <= r["loss"] <= r["loss_high"]
     compute = pd.read_csv(tables / "compute.csv")
     grpo = compute[compute["method"] == "grpo"]
     assert (grpo["tokens_generated"] > 0).all() and (compute["steps"] > 0).all()

@@ -302,17 +302,15 @@ def _faces_as_10(mix: pd.DataFrame | None, run: str, peak: int, last: int) -> st
             f"the peak, {_pct(r.loc[last, 'faces_as_10'])} at the end.")
 
 
-def _loss_caveat(peak: pd.DataFrame | None, row: Any) -> str:
+def _loss_caveat(row: Any) -> str:
     """What a recovery ratio is a share of: nothing when the reference does not score above the
-    target, or a loss the held-out items do not resolve (the `ood_peak` fall, picked the same way)."""
+    target, or a loss (reference − target, `loss_low`/`loss_high`) its items do not resolve."""
     if row.ood_reference <= row.ood_target:
         return (" On these items the reference scores no higher than the target: nothing was lost, so the ratio"
                 " does not measure a recovery.")
-    fall = peak[peak["run"] == row.source] if peak is not None and "run" in peak else None
-    if fall is not None and len(fall) and math.isfinite(fall["fall_low"].iloc[0]) and fall["fall_low"].iloc[0] <= 0:
-        f = fall.iloc[0]
-        return (f" The loss it is a share of (peak − end {f['fall']:+.3f} [{f['fall_low']:+.3f}, {f['fall_high']:+.3f}]"
-                " on the same items) is not resolved, so neither is the share.")
+    if math.isfinite(row.loss_low) and row.loss_low <= 0:
+        return (f" The loss it is a share of (reference − target {row.loss:+.3f} [{row.loss_low:+.3f}, "
+                f"{row.loss_high:+.3f}] on the same items) is not resolved, so neither is the share.")
     return ""
 
 
@@ -330,7 +328,7 @@ def _recoveries(t: dict[str, pd.DataFrame]) -> list[Finding]:
         if not math.isfinite(row.recovery):
             text += " Nothing was lost between the peak and the target, so recovery is undefined."
         else:
-            text += _loss_caveat(t.get("ood_peak"), row)
+            text += _loss_caveat(row)
         measurable = math.isfinite(row.recovery) and row.ood_reference > row.ood_target  # something was lost
         verdict = verdict_of(row.recovery_low, row.recovery_high, threshold=0.5) if measurable else "inconclusive"
         raw = getattr(row, "per_seed", None)

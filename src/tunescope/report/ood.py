@@ -48,11 +48,23 @@ def _recovery_row(items: Items, run: str, spec: dict[str, Any], kind: str, name:
 def _row(run: str, kind: str, name: str, label: str, ood: str, rec: Any, after_low: float, after_high: float,
          id_after: float, n_items: int, seeds: float = np.nan, per_seed: str | float = np.nan) -> dict[str, Any]:
     """One row of the `recovery` table (`seeds` and `per_seed` only for recoveries over seeds)."""
+    loss = _loss(rec)
     return {"source": run, "kind": kind, "name": name, "label": label, "suite": ood,
-            "ood_reference": rec.ref.value, "ood_target": rec.target.value, "ood_after": rec.edited.value,
+            "ood_reference": rec.ref.value, "ood_target": rec.target.value,
+            "loss": loss[0], "loss_low": loss[1], "loss_high": loss[2], "ood_after": rec.edited.value,
             "ood_after_ci_low": after_low, "ood_after_ci_high": after_high, "id_after": id_after, "n_items": n_items,
             "seeds": seeds, "recovery": rec.value, "recovery_low": rec.low, "recovery_high": rec.high,
             "interval": rec.interval, "per_seed": per_seed}
+
+
+def _loss(rec: Any) -> tuple[float, float, float]:
+    """reference − target, the OOD loss a recovery is a share of, with its interval paired over the
+    same (seeds and) items when per-item scores are known: a share of an unresolved loss is noise."""
+    r, t = rec.ref.per_item, rec.target.per_item
+    if r is None or t is None:
+        return rec.ref.value - rec.target.value, np.nan, np.nan
+    d = paired_diff(np.atleast_2d(r), np.atleast_2d(t), paired_seeds=True)
+    return d.value, d.low, d.high
 
 
 def _curve(a: pd.DataFrame, run: str, spec: dict[str, Any]) -> pd.DataFrame | None:
