@@ -169,7 +169,8 @@ def _check_pair(ref: WeightFiles, target: WeightFiles, chosen: list[str]) -> Non
 
 def _check_finite(ref: WeightFiles, target: WeightFiles, chosen: list[str]) -> None:
     """Every tensor to edit is finite in REF and TARGET, or an error naming them: an SVD of a matrix
-    with NaN or inf fails, and any other edit of one would write NaN weights."""
+    with NaN or inf fails, and any other edit of one would write NaN weights. It reads the edited
+    tensors once more before the edit, so that a bad input is answered before any work starts."""
     bad = [f"{side} {name} ({int((~torch.isfinite(w)).sum())} values)" for name in chosen
            for side, files in (("REF", ref), ("TARGET", target)) for w in [files.get(name)]
            if not bool(torch.isfinite(w).all())]
