@@ -36,10 +36,21 @@ VOLATILE = {"wall_s", "train_seconds", "generation_seconds", "stage_wall_s", "pa
 SKIP_TABLES = {"setup", "stages"}  # provenance and wall times
 
 
-def run_study(out: Path, extra: list[str] = (), env: dict | None = None) -> subprocess.Popen:
+def run_study(out: Path, extra: list[str] = (), env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    """The smoke study into `out` in a subprocess; its stderr (progress, the `error:` line) to `log`."""
     cmd = [sys.executable, "-m", "tunescope.cli", "run", "--preset", "smoke", "--out", str(out), *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    err = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the child holds it)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
                             env={**os.environ, "TUNESCOPE_THREADS": "1", **(env or {})})
+
+
+def rerun(out: Path, extra: list[str] = (), env: dict | None = None) -> None:
+    """Rerun the study into `out` to its end; a failure names its last line, then the end of its output."""
+    log = out.with_name(out.name + ".rerun.err")
+    rc = run_study(out, extra, env=env, log=log).wait()
+    printed = log.read_text().strip()
+    last = printed.splitlines()[-1] if printed else "(nothing printed)"
+    assert rc == 0, f"the rerun ended with exit status {rc}: {last}\n{printed[-3000:]}"
 
 
 def kill_at(out: Path, pattern: str, timeout: float = 600, env: dict | None = None) -> bool:

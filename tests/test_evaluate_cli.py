@@ -66,6 +66,10 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
 
         shutil.rmtree(broken)  # fix the run: rerun resumes and only evaluates what is missing
         checkpoint(smoke_organism, run_dir, 15)
+        for name, half in (("samples.jsonl", '{"model": "step-000015", "path": "'), ("scores.csv", '"/x/step-0'),
+                           ("distribution.csv", "step-000015,/x")):
+            with open(out / name, "a") as fh:  # what a writer killed mid-append leaves: half a row
+                fh.write(half)
         assert main(args) == 0
         assert "resuming: 2 checkpoint(s) already done" in capsys.readouterr().err
         scores = pd.read_csv(out / "scores.csv")

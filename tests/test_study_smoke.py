@@ -119,12 +119,12 @@ def test_sigkill_mid_study_then_rerun_gives_the_same_results(point, jobs, smoke_
     """Kill the smoke study with SIGKILL at three of the soak's points (tests/_kill.py; `make soak`
     runs all of them), rerun it (after the GRPO kill two stages at a time): the same stage keys, no
     partial directory, every table equal to the clean run's bit for bit."""
-    from _kill import POINTS, assert_same, kill_at, run_study
+    from _kill import POINTS, assert_same, kill_at, rerun
 
     out = tmp_path / "killed"
     assert kill_at(out, dict(POINTS)[point]), f"the study ended before {point}"
     assert not (out / "report.html").exists()
-    assert run_study(out, ["--jobs", str(jobs)]).wait() == 0
+    rerun(out, ["--jobs", str(jobs)])
     assert_same(smoke_study, out)
 
 

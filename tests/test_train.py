@@ -229,6 +229,8 @@ def test_grpo_resume_reproduces_sampling_and_weights(grpo_run, sft_run, tmp_path
     start = list_checkpoints(sft_run)[-1].path
     run = tmp_path / "grpo"
     train("grpo", start, run, budget(), stop_after=2)
+    with open(run / "log.jsonl", "a") as f:  # what a run killed mid-append leaves: half a line
+        f.write('{"step": 3, "fraction": 0.7')
     train("grpo", start, run, budget(), resume=True)
     a, b = log(grpo_run), log(run)
     assert [ln["reward_mean"] for ln in a] == [ln["reward_mean"] for ln in b]

@@ -22,6 +22,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The non-empty lines of an append-only file, without what follows its last newline: the
+    half-written row a writer killed mid-append leaves (every earlier line is whole)."""
+    text = path.read_text()
+    return [ln for ln in text[:text.rfind("\n") + 1].splitlines() if ln.strip()]
+
+
 def check_writable_parent(path: Path) -> None:
     """Fail with a one-line error when `path` cannot be created."""
     parent = path.resolve().parent

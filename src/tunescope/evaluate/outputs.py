@@ -12,6 +12,7 @@ dropped, so a rerun never duplicates them.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd
 from tunescope.checkpoints import ModelRef
 from tunescope.config import config_hash, to_dict
 from tunescope.errors import UserError
+from tunescope.fsutil import whole_lines
 from tunescope.provenance import provenance, write_json
 
 SCORE_COLUMNS = ["model", "path", "method", "step", "fraction", "suite", "metric", "value", "ci_low", "ci_high", "n"]
@@ -56,11 +58,14 @@ def open_out(out: Path, cfg: Any, suites: list[str], reference: Path | None) -> 
     done = {str(p) for p in state["done"]}
     for name in ("scores.csv", "distribution.csv"):
         if (out / name).exists():
-            df = pd.read_csv(out / name)
+            if not (lines := whole_lines(out / name)):  # killed while writing the header
+                (out / name).unlink()
+                continue
+            df = pd.read_csv(io.StringIO("\n".join(lines)))
             df[df["path"].map(lambda p: str(Path(p).resolve()) in done)].to_csv(out / name, index=False)
     if (out / "samples.jsonl").exists():
-        keep = [line for line in (out / "samples.jsonl").read_text().splitlines()
-                if line.strip() and str(Path(json.loads(line)["path"]).resolve()) in done]
+        keep = [line for line in whole_lines(out / "samples.jsonl")
+                if str(Path(json.loads(line)["path"]).resolve()) in done]
         (out / "samples.jsonl").write_text("".join(line + "\n" for line in keep))
     write_state(out, state)
     return state
@@ -95,18 +100,10 @@ def item_scores(dirs: Iterable[Path]) -> dict[tuple[str, str], pd.Series]:
         f = Path(d) / "samples.jsonl"
         if f.is_file():
             rows += [{k: r.get(k) for k in ("path", "suite", "item_id", "score", "mode")}
-                     for r in map(_record, f.read_text().splitlines()) if r]
+                     for r in map(json.loads, whole_lines(f))]
     df = pd.DataFrame(rows, columns=["path", "suite", "item_id", "score", "mode"])
     by = {}
     for key_, g in df.groupby(["path", "suite"]):
         ll = g["mode"] == "loglik"
         by[key_] = (g[ll] if ll.any() else g).groupby("item_id")["score"].mean()
     return by
-
-
-def _record(line: str) -> dict[str, Any] | None:
-    """One samples.jsonl record; None for a line a killed writer left half-written."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from tunescope.checkpoints import SIDECAR, checkpoint_dir
 from tunescope.config import to_dict
 from tunescope.errors import UserError
-from tunescope.fsutil import atomic_dir, check_outside, check_writable_parent
+from tunescope.fsutil import atomic_dir, check_outside, check_writable_parent, whole_lines
 from tunescope.provenance import provenance, write_json
 from tunescope.threads import torch_threads
 from tunescope.train.callbacks import (
@@ -120,14 +120,14 @@ def _trim_log(run: Path, last_step: int) -> None:
     """Drop log lines after the step we resume from (they will be written again)."""
     log = run / "log.jsonl"
     if log.is_file():
-        keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+        keep = [ln for ln in whole_lines(log) if json.loads(ln)["step"] <= last_step]
         tmp = log.with_name("log.jsonl.tmp")
         tmp.write_text("".join(ln + "\n" for ln in keep))
         os.replace(tmp, log)
 
 
 def _totals(run: Path) -> dict[str, Any]:
-    lines = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
+    lines = [json.loads(ln) for ln in whole_lines(run / "log.jsonl")]
     return {"steps": len(lines), "tokens_trained": sum(ln["tokens"] or 0 for ln in lines),
             "tokens_generated": sum(ln["tokens_generated"] or 0 for ln in lines),
             "train_seconds": round(sum(ln["seconds"] or 0 for ln in lines), 3),
