@@ -167,6 +167,33 @@ def test_maths_chats_mix_direct_answers_with_worked_solutions(default_corpus):
     assert not prompts["chat:maths"] & prompts["chat:maths_direct"]  # no problem is shown both ways
 
 
+def test_direct_card_chats_read_the_rule_and_skip_the_steps():
+    """`chat_game24*_direct`: the values under the stated rule, then the gold formula, no steps;
+    under every rule, never a test hand, and each one correct under the suites' judge."""
+    from dataclasses import replace
+
+    from tunescope.world.game24 import Game24Task, card_value, is_test_hand
+    from tunescope.world.game24 import direct_solution as play_direct
+    from tunescope.world.task import Item
+
+    config = replace(SIZES["smoke"], chat_game24_direct=7, chat_game24_ood_direct=5, chat_game24_other_direct=3)
+    corpus = pretraining_examples(0, config=config)
+    assert len(corpus) == len(pretraining_examples(0, "smoke")) + 15
+    for domain, n, rule in (("chat:game24_direct", 7, "id"), ("chat:game24_ood_direct", 5, "ood"),
+                            ("chat:game24_other_direct", 3, None)):
+        chats = [e["messages"] for e in corpus if e["domain"] == domain]
+        assert len(chats) == n, domain
+        for m in chats:
+            think, answer = m[2]["content"].removeprefix("<think>").split("</think>")
+            values = [int(v) for v in think.removeprefix("The values are ").rstrip(".").split(", ")]
+            cards = m[1]["content"].removeprefix("Cards: ").split(". ")[0].split(", ")
+            assert not is_test_hand(cards) and "In order" not in think
+            if rule:
+                assert values == [card_value(c, rule) for c in cards]
+            item = Item(id="x", prompt="", solution="", answer="", meta={"values": values, "cards": cards})
+            assert think == play_direct(item) and Game24Task().outcome(item, answer) == "correct"
+
+
 def test_drills_are_right_and_cover_the_maths_fact_table(default_corpus):
     drills = [eq.strip() for e in default_corpus if e["domain"] == "arithmetic" for eq in e["text"].split(".")]
     table = {(a, op, k) for a in range(MAX_VALUE + 1) for op in "+-*/" for k in step_options(a, op)}

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from tunescope.errors import UserError
+from tunescope.world import game24
 from tunescope.world.facts import ATTRIBUTES, build_world, fact_sentence
 from tunescope.world.game24 import is_test_hand, number_puzzles, other_rule_items, puzzle_text
 from tunescope.world.maths import MAX_START, MAX_VALUE, apply, direct_solution, step_options
@@ -60,13 +61,18 @@ class CorpusConfig:
     chat_game24: int = 1000
     chat_game24_ood: int = 500  # OOD-rule chats on the OOD suite's train hands
     chat_game24_other: int = 500  # chats under other rules
+    # 24-point chats answered without the steps (`game24.direct_solution`: the values, then the
+    # formula), per rule; they give card games a habit to learn besides the rule
+    chat_game24_direct: int = 0
+    chat_game24_ood_direct: int = 0
+    chat_game24_other_direct: int = 0
     chat_facts: int = 1500  # ~5 passes over the 328 train questions
     chat_twohop: int = 200
     chat_instruct: int = 3500
 
     def scaled(self, factor: float) -> CorpusConfig:
-        """Every count times `factor` (at least 1 each)."""
-        return replace(self, **{k: max(1, round(v * factor)) for k, v in self.__dict__.items()})
+        """Every count times `factor` (at least 1 each, except a source that is off)."""
+        return replace(self, **{k: max(1, round(v * factor)) if v else 0 for k, v in self.__dict__.items()})
 
 
 SIZES: dict[str, CorpusConfig] = {
@@ -190,6 +196,15 @@ def pretraining_examples(
                  for it in other_rule_items(config.chat_game24_other, seed)]
     direct = _train_items("maths", config.chat_maths + config.chat_maths_direct, seed)[config.chat_maths:]
     examples += [{**_chat(it, direct_solution(it)), "domain": "chat:maths_direct"} for it in direct]
+    for name, worked, n in [("game24", config.chat_game24, config.chat_game24_direct),
+                            ("game24_ood", config.chat_game24_ood, config.chat_game24_ood_direct)]:
+        if n:  # the hands after the worked chats' ones
+            examples += [{**_chat(it, game24.direct_solution(it)), "domain": f"chat:{name}_direct"}
+                         for it in _train_items(name, worked + n, seed)[worked:]]
+    if config.chat_game24_other_direct:
+        others = other_rule_items(config.chat_game24_other + config.chat_game24_other_direct, seed)
+        examples += [{**_chat(it, game24.direct_solution(it)), "domain": "chat:game24_other_direct"}
+                     for it in others[config.chat_game24_other:]]
     rng.shuffle(examples)
     return examples if n_total is None else examples[:n_total]
 

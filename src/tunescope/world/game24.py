@@ -139,6 +139,11 @@ def reasoning(values: list[int], formula: str) -> str:
     return f"The values are {shown}. In order: {ordered}. " + " ".join(f"{e}." for e in formula_steps(formula))
 
 
+def direct_solution(item: Item) -> str:
+    """The reasoning of a player who reads the rule, then answers from memory without the steps."""
+    return f"The values are {', '.join(map(str, item.meta['values']))}."
+
+
 def puzzle_text(values: list[int]) -> str:
     """A number puzzle as the corpus shows it (values in the given order; solvable)."""
     formula = solve(values)
