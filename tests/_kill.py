@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -36,11 +37,17 @@ VOLATILE = {"wall_s", "train_seconds", "generation_seconds", "stage_wall_s", "pa
 SKIP_TABLES = {"setup", "stages"}  # provenance and wall times
 
 
-def run_study(out: Path, extra: list[str] = (), env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
-    """The smoke study into `out` in a subprocess; its stderr (progress, the `error:` line) to `log`."""
+def run_study(out: Path, extra: list[str] = (), env: dict | None = None, log: Path | None = None,
+              file_limit: int | None = None) -> subprocess.Popen:
+    """The smoke study into `out` in a subprocess; its stderr (progress, the `error:` line) to `log`.
+    `file_limit` (bytes): every write past it fails with EFBIG (RLIMIT_FSIZE), as on a full disk."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
     cmd = [sys.executable, "-m", "tunescope.cli", "run", "--preset", "smoke", "--out", str(out), *extra]
     err = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the child holds it)
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=limit if file_limit else None,
                             env={**os.environ, "TUNESCOPE_THREADS": "1", **(env or {})})
 
 

@@ -128,6 +128,24 @@ def test_sigkill_mid_study_then_rerun_gives_the_same_results(point, jobs, smoke_
     assert_same(smoke_study, out)
 
 
+def test_a_write_that_fails_mid_study_keeps_the_finished_stages(smoke_study, tmp_path):
+    """A full disk, simulated by a file-size limit on the study's process (RLIMIT_FSIZE: every write
+    past 200 kB fails with EFBIG, as one on a full disk fails with ENOSPC; the first training run's
+    optimiser state is 1 MB): the study stops with one line naming the stage and the fix, the stages
+    that finished keep their records, the failed one leaves none; rerun without the limit, it ends
+    with every table equal to a clean run's."""
+    from _kill import assert_same, rerun, run_study
+
+    out, log = tmp_path / "full", tmp_path / "full.err"
+    assert run_study(out, log=log, file_limit=200_000).wait() == 2
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith("error: stage train/") and "free disk space" in last and "Traceback" not in last, last
+    done = {json.loads(f.read_text())["name"] for f in (out / "stages").glob("*/stage.json")}
+    assert {"base", "evaluate/base"} <= done and not any(n.startswith("train/") for n in done), done
+    rerun(out)
+    assert_same(smoke_study, out)
+
+
 def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
     """The real-model path: base.path names a model directory; --check plans every stage without work."""
     out = tmp_path / "o"

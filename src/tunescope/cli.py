@@ -79,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; finished artifacts are kept, rerun with --resume where offered", file=sys.stderr)
         return 130
+    except OSError as e:
+        from tunescope.fsutil import out_of_space
+
+        if not out_of_space(e):
+            raise
+        print(f"error: could not write {e.filename or 'the output'} ({e.strerror}); free disk space and rerun "
+              "(finished artifacts are kept)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -20,6 +21,17 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# a full disk, a quota, a file-size limit: as an OSError's errno, or in the text of a library's own
+# error (safetensors: "I/O error: No space left on device (os error 28)")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(e: BaseException) -> bool:
+    """Whether `e` is a write that failed for want of space."""
+    return (isinstance(e, OSError) and e.errno in _NO_SPACE) or any(
+        f"(os error {n})" in str(e) or os.strerror(n) in str(e) for n in _NO_SPACE)
 
 
 def whole_lines(path: Path) -> list[str]:

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 from tunescope.config import to_dict
 from tunescope.errors import UserError
-from tunescope.fsutil import sha256_file
+from tunescope.fsutil import out_of_space, sha256_file
 from tunescope.provenance import provenance, write_json
 
 STAGE_FILE = "stage.json"
@@ -277,22 +277,25 @@ class StageRunner:
         t0 = time.perf_counter()
         try:
             result = st.fn(ctx) or {}
+            rec = {"name": st.name, "kind": st.kind, "key": key, "config": to_dict(st.config),
+                   "inputs": {i: self.records[i]["key"] for i in st.inputs},
+                   "result": _moved(to_dict(result), str(partial), str(final)),
+                   "wall_s": round(time.perf_counter() - t0, 3),
+                   "provenance": provenance(config=None), "files": _inventory(partial)}
+            write_json(partial / STAGE_FILE, rec)  # the record last: a stage without one never counts
+            _fsync_dir(partial)
         except UserError as e:
             raise UserError(f"stage {st.name} failed: {e} (completed stages are kept; fix it and rerun)") from None
         except Exception as e:  # a bug or an environment problem: one line here, the traceback in a log
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if out_of_space(e):  # the log could not be written either
+                raise UserError(f"stage {st.name} could not write its output ({first}); free disk space under "
+                                f"{self.root} and rerun: completed stages are kept") from None
             log = self.root / "logs" / f"{st.name.replace('/', '.')}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(traceback.format_exc())
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UserError(f"stage {st.name} failed with {type(e).__name__}: {first} "
                             f"(traceback in {log}; completed stages are kept)") from None
-        rec = {"name": st.name, "kind": st.kind, "key": key, "config": to_dict(st.config),
-               "inputs": {i: self.records[i]["key"] for i in st.inputs},
-               "result": _moved(to_dict(result), str(partial), str(final)),
-               "wall_s": round(time.perf_counter() - t0, 3),
-               "provenance": provenance(config=None), "files": _inventory(partial)}
-        write_json(partial / STAGE_FILE, rec)
-        _fsync_dir(partial)
         os.replace(partial, final)
         _fsync_dir(final.parent)
         rec["dir"] = str(final)
