@@ -74,6 +74,27 @@ def test_report_renders_without_weights_or_interventions(tmp_path):
     assert (out / "tables" / "final.csv").is_file() and (out / "tables" / "findings.csv").is_file()
 
 
+def test_report_says_when_stages_ran_with_other_thread_counts_or_cpus(tmp_path):
+    """Each stage records its torch thread count and CPU model; the report's stage table shows them
+    and a note says when they are not one setting (a study resumed elsewhere or with other threads)."""
+    manifest = _manifest(tmp_path)
+    for r in manifest["stages"].values():
+        r.update(torch_threads=1, cpu="CPU A")
+    out = tmp_path / "one"
+    out.mkdir()
+    page = build_report(manifest, out).read_text()
+    stages = pd.read_csv(out / "tables" / "stages.csv")
+    assert set(stages["torch_threads"]) == {1} and set(stages["cpu"]) == {"CPU A"}
+    assert "more than one" not in page
+    manifest["stages"]["train/a/s1"].update(torch_threads=2)
+    manifest["stages"]["evaluate/a/s1"].update(cpu="CPU B")
+    out = tmp_path / "mixed"
+    out.mkdir()
+    page = build_report(manifest, out).read_text()
+    assert ("The stages ran with more than one torch thread count (1: 4 stages, 2: 1 stage) and more than one "
+            "CPU model (CPU A: 4 stages, CPU B: 1 stage)") in page
+
+
 def test_distribution_table_shows_the_last_step_and_a_blank_for_edited_models():
     from tunescope.report.html import _last_rows, table
 

@@ -104,6 +104,15 @@ def test_report_tables_agree_with_evaluations(smoke_study):
     assert (grpo["tokens_generated"] > 0).all() and (compute["steps"] > 0).all()
 
 
+def test_every_stage_records_its_threads_and_cpu(smoke_study):
+    """tables/stages.csv: the torch thread count (the study pins 1) and CPU model of every stage."""
+    from tunescope.provenance import cpu_model
+
+    stages = pd.read_csv(smoke_study / "tables" / "stages.csv")
+    assert set(stages["torch_threads"]) == {1} and set(stages["cpu"]) == {cpu_model()}
+    assert "more than one torch thread count" not in (smoke_study / "report.html").read_text()
+
+
 def test_report_is_self_contained(smoke_study):
     page = (smoke_study / "report.html").read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -99,12 +99,30 @@ def render(manifest: dict[str, Any], tables: dict[str, pd.DataFrame], figs: dict
         last_distribution=_last_rows(tables.get("distribution")), ranking_wide=_ranking_wide(tables.get("module_ranking")),
         freezing_wide=_freezing_wide(tables.get("freezing")),
         stage_total=sum(r.get("wall_s") or 0 for r in manifest["stages"].values()),
+        mixed_note=_mixed_note(tables.get("stages")),
         versions=pd.DataFrame(list(prov.get("versions", {}).items()), columns=["package", "version"]),
         host=str(prov.get("host", {})), config_yaml=yaml.safe_dump(cfg, sort_keys=False),
         budgets_yaml=yaml.safe_dump({r: v.get("budget_resolved") for r, v in manifest["runs"].items()}, sort_keys=False),
         imported=[f"{v['label']} from {v['budget_resolved'].get('imported_from')}" for v in manifest["runs"].values()
                   if v.get("imported")],
         table_names=[f"{n}.csv" for n in tables])
+
+
+def _mixed_note(stages: pd.DataFrame | None) -> str:
+    """A warning when the stages ran with more than one torch thread count or on more than one CPU
+    model (a study resumed elsewhere, or with another TUNESCOPE_THREADS): each changes float
+    summation order, so such a study is not one machine's bit-for-bit result."""
+    if stages is None or stages.empty:
+        return ""
+    parts = []
+    for col, what in (("torch_threads", "torch thread count"), ("cpu", "CPU model")):
+        counts = stages[col].astype(object).where(stages[col].notna(), "not recorded").astype(str).value_counts()
+        if len(counts) > 1:
+            parts.append(f"{what} ({', '.join(f'{v}: {n} stage' + 's' * (n != 1) for v, n in counts.items())})")
+    if not parts:
+        return ""
+    return ("The stages ran with more than one " + " and more than one ".join(parts) + ". Each changes the order "
+            "of float sums, so rerunning a stage with the other setting may change its last digits.")
 
 
 def _items_note(scores: pd.DataFrame | None) -> str:

@@ -56,7 +56,8 @@ def _method(manifest: dict[str, Any], run: str) -> str:
 def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
     t: dict[str, pd.DataFrame] = {}
     t["setup"] = _setup(manifest)
-    t["stages"] = pd.DataFrame([{"stage": n, "kind": r["kind"], "wall_s": r.get("wall_s"), "key": r.get("key")}
+    t["stages"] = pd.DataFrame([{"stage": n, "kind": r["kind"], "wall_s": r.get("wall_s"), "key": r.get("key"),
+                                 "torch_threads": r.get("torch_threads"), "cpu": r.get("cpu")}
                                 for n, r in manifest["stages"].items()])
     t["runs"] = pd.DataFrame([{"run": r, "label": v["label"], "method": v["method"], "task": v["task"],
                                "init": v["init"], "ood_suites": " ".join(ood_suites(manifest, r)),

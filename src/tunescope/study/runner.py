@@ -289,6 +289,8 @@ def make_manifest(plan: Plan, records: dict[str, dict[str, Any]]) -> dict[str, A
     return {"config": to_dict(cfg), "runs": runs,
             "interventions": {n: to_dict(iv) | {"suite": recovery_suite(cfg, n)} for n, iv in cfg.interventions.items()},
             "stages": {n: {k: r.get(k) for k in ("name", "kind", "key", "dir", "result", "wall_s", "config")}
+                       | {"torch_threads": r.get("provenance", {}).get("torch_threads"),
+                          "cpu": r.get("provenance", {}).get("host", {}).get("cpu")}
                        for n, r in records.items()},
             "provenance": provenance(config=None, seed=None, torch_threads=os.environ.get("TUNESCOPE_THREADS"))}
 

@@ -41,6 +41,7 @@ from tunescope.config import to_dict
 from tunescope.errors import UserError
 from tunescope.fsutil import out_of_space, sha256_file
 from tunescope.provenance import provenance, write_json
+from tunescope.threads import cpu_threads
 
 STAGE_FILE = "stage.json"
 HASH_LIMIT = 256 * 1024**2  # files up to this size get a sha256 in the stage's inventory
@@ -275,13 +276,14 @@ class StageRunner:
         partial.mkdir(parents=True, exist_ok=True)
         ctx = Context(out=partial, inputs={i: self.records[i] for i in st.inputs}, resume=resume)
         t0 = time.perf_counter()
+        threads = cpu_threads()  # what every torch_threads() block of the stage sets (tunescope.threads)
         try:
             result = st.fn(ctx) or {}
             rec = {"name": st.name, "kind": st.kind, "key": key, "config": to_dict(st.config),
                    "inputs": {i: self.records[i]["key"] for i in st.inputs},
                    "result": _moved(to_dict(result), str(partial), str(final)),
                    "wall_s": round(time.perf_counter() - t0, 3),
-                   "provenance": provenance(config=None), "files": _inventory(partial)}
+                   "provenance": provenance(config=None, torch_threads=threads), "files": _inventory(partial)}
             write_json(partial / STAGE_FILE, rec)  # the record last: a stage without one never counts
             _fsync_dir(partial)
         except UserError as e:
