@@ -176,11 +176,13 @@ def test_direct_card_chats_read_the_rule_and_skip_the_steps():
     from tunescope.world.game24 import direct_solution as play_direct
     from tunescope.world.task import Item
 
-    config = replace(SIZES["smoke"], chat_game24_direct=7, chat_game24_ood_direct=5, chat_game24_other_direct=3)
-    corpus = pretraining_examples(0, config=config)
-    assert len(corpus) == len(pretraining_examples(0, "smoke")) + 15
-    for domain, n, rule in (("chat:game24_direct", 7, "id"), ("chat:game24_ood_direct", 5, "ood"),
-                            ("chat:game24_other_direct", 3, None)):
+    config = SIZES["smoke"]
+    corpus = pretraining_examples(0, "smoke")
+    counts = (config.chat_game24_direct, config.chat_game24_ood_direct, config.chat_game24_other_direct)
+    off = replace(config, chat_game24_direct=0, chat_game24_ood_direct=0, chat_game24_other_direct=0)
+    assert min(counts) > 0 and len(corpus) == len(pretraining_examples(0, config=off)) + sum(counts)
+    for domain, n, rule in (("chat:game24_direct", counts[0], "id"), ("chat:game24_ood_direct", counts[1], "ood"),
+                            ("chat:game24_other_direct", counts[2], None)):
         chats = [e["messages"] for e in corpus if e["domain"] == domain]
         assert len(chats) == n, domain
         for m in chats:

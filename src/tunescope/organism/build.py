@@ -66,7 +66,7 @@ class Recipe:
 PRESETS: dict[str, Recipe] = {
     "smoke": Recipe(preset="smoke", vocab_size=512, corpus="smoke", epochs=1.0, batch_size=8,
                     lr=3e-3, warmup=0.1, weight_decay=0.0),
-    "default": Recipe(preset="default", vocab_size=2048, corpus="default", epochs=3.0, batch_size=8,
+    "default": Recipe(preset="default", vocab_size=2048, corpus="default", epochs=4.0, batch_size=8,
                       lr=3e-3, warmup=0.03, weight_decay=0.1),
 }
 

@@ -12,7 +12,10 @@ Most maths chats (`chat_maths_direct`) answer without the working ("The answer i
 rest (`chat_maths`) with the worked solution that the maths documents always show. The organism
 thus has the skill (worked solutions, right about as often as its arithmetic) but not the habit
 in chat: a base whose in-domain errors are a choice of strategy that SFT on gold solutions and
-a reward on the answer can both change (docs/organism.md).
+a reward on the answer can both change (docs/organism.md). The 24-point chats are built the same
+way: half show the steps, half state the card values under the rule and answer from memory
+(`game24.direct_solution`), so SFT on worked in-distribution hands first teaches a habit that
+carries over to the OOD rule.
 
 Everything task-shaped comes from train-split items only; test items (and the held-out suite
 maths_hard) never appear. The 24-point part gives the organism what a real base model brings
@@ -62,10 +65,12 @@ class CorpusConfig:
     chat_game24_ood: int = 500  # OOD-rule chats on the OOD suite's train hands
     chat_game24_other: int = 500  # chats under other rules
     # 24-point chats answered without the steps (`game24.direct_solution`: the values, then the
-    # formula), per rule; they give card games a habit to learn besides the rule
-    chat_game24_direct: int = 0
-    chat_game24_ood_direct: int = 0
-    chat_game24_other_direct: int = 0
+    # formula), per rule, as many as the worked ones: greedy decoding works the steps on about a
+    # quarter of the hands, so SFT on worked ID hands first teaches a habit that carries over to
+    # the OOD rule (docs/organism.md)
+    chat_game24_direct: int = 1000
+    chat_game24_ood_direct: int = 500
+    chat_game24_other_direct: int = 500
     chat_facts: int = 1500  # ~5 passes over the 328 train questions
     chat_twohop: int = 200
     chat_instruct: int = 3500
