@@ -15,7 +15,7 @@ from tunescope.study.config import load_study
 @pytest.mark.parametrize("preset", ["default", "smoke"])
 def test_builtin_studies_are_valid(preset):
     cfg = load_study(preset=preset)
-    assert {r.method for r in cfg.runs.values()} == {"sft", "grpo"}
+    assert {r.method for r in cfg.runs.values()} == {"sft", "grpo", *(["rloo"] if preset == "smoke" else [])}
     assert cfg.runs["grpo24"].init == "sft24:last"
     assert cfg.interventions["restore_top20"].k == 0.2
     assert cfg.base.organism == preset
@@ -25,7 +25,7 @@ def test_builtin_studies_are_valid(preset):
     (["runs.sft.lrr=1"], "unknown config key 'runs.sft.lrr'"),
     (["evaluaton.suites=[maths]"], "did you mean 'evaluation'"),
     (["runs.sft.seeds=3"], "runs.sft.seeds: expected a list"),
-    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo"),
+    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo, rloo"),
     (["evaluation.suites=[maths,chess]"], "evaluation.suites[1]: unknown suite 'chess'"),
     (["runs.sft.task=chess"], "runs.sft.task: unknown suite 'chess'"),
     (["base.path=/no/such/model"], "base.path: /no/such/model does not exist"),
@@ -48,6 +48,8 @@ def test_builtin_studies_are_valid(preset):
     (["evaluation.settings.n_itmes=3"], "unknown config key 'evaluation.settings.n_itmes'"),
     (["runs.sft.budget.max_steps=0"], "runs.sft.budget: max_steps must be at least 1"),
     (["runs.sft24.budget.n_train_items=5000"], "runs.sft24.budget.n_train_items: game24/train: asked for 5000"),
+    (["runs.sft24.budget.skip_train_items=960"],
+     "runs.sft24.budget.skip_train_items + n_train_items: game24/train: asked for"),
 ])
 def test_bad_input_is_one_line_naming_the_key(overrides, fragment):
     with pytest.raises(UserError) as e:
@@ -163,7 +165,8 @@ def test_smoke_study_is_the_default_study_made_tiny(tmp_path):
     from tunescope.config import to_dict
 
     default, smoke = to_dict(load_study(preset="default")), to_dict(load_study(preset="smoke"))
-    assert smoke["runs"].keys() == default["runs"].keys()
+    assert smoke["runs"].keys() - {"rloo"} == default["runs"].keys()  # plus an RLOO run, for the tests
+    assert smoke["runs"]["rloo"]["method"] == "rloo"
     assert smoke["analyses"] == default["analyses"] and smoke["interventions"] == default["interventions"]
     for run, spec in default["runs"].items():  # same roles; only budgets, item counts and seeds differ
         assert {k: v for k, v in smoke["runs"][run].items() if k not in ("budget", "evaluation", "seeds")} == \

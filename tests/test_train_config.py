@@ -37,6 +37,7 @@ def test_generations_not_dividing_the_batch_names_the_value_to_change():
     (["checkpoint_every=0"], "checkpoint_every"),
     (["micro_batch_size=3", "prompts_per_step=4"], "must divide prompts_per_step"),
     (["lrr=1"], "did you mean 'lr'"),
+    (["skip_train_items=-1"], "skip_train_items must be >= 0"),
 ])
 def test_bad_budgets_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message):
@@ -56,6 +57,14 @@ def test_gradient_accumulation_splits_the_step_over_processes():
     assert cfg.gradient_accumulation("grpo", 2) == 4  # 32 completions / (2 x 4)
     with pytest.raises(UserError, match="does not split over 3 processes"):
         cfg.gradient_accumulation("sft", 3)
+
+
+def test_skip_train_items_gives_the_problems_after_the_first_ones():
+    _, first = load_pool("game24", None, 40)
+    _, rest = load_pool("game24", None, 30, skip=10)
+    assert [it.id for it in rest] == [it.id for it in first[10:]]
+    with pytest.raises(UserError, match="asked for"):
+        load_pool("game24", None, 10, skip=10**4)
 
 
 def _items(n: int) -> list[Item]:

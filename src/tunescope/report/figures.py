@@ -1,6 +1,6 @@
 """Figures for the report, each a function from tables to a base64 PNG (matplotlib, Agg backend).
 
-Conventions across figures: one colour per run, SFT dashed and GRPO solid, the base model grey,
+Conventions across figures: one colour per run, SFT dashed, GRPO solid, RLOO dash-dotted, the base model grey,
 interval bands at 95%. Functions return None when their table is missing, so that a study without,
 say, interventions still renders.
 """
@@ -21,8 +21,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from tunescope.report.tables import MODULES, accuracy  # noqa: E402
+from tunescope.train.config import TRAINED_RL  # noqa: E402
 
-STYLE = {"sft": "--", "grpo": "-", "intervention": ":", "base": "-"}
+STYLE = {"sft": "--", "rloo": "-.", "intervention": ":", "base": "-"}  # any other kind (GRPO, imported RL): solid
+TRAINED = ("sft", *TRAINED_RL)  # the kinds of run trained in the study, drawn against training progress
 
 
 def png(fig: plt.Figure) -> str:
@@ -48,7 +50,7 @@ def _grid(n: int, ncols: int = 4, w: float = 3.4, h: float = 2.6):
 
 def accuracy_vs_progress(scores: pd.DataFrame) -> str | None:
     a = accuracy(scores)
-    a = a[a["kind"].isin(["sft", "grpo"])]
+    a = a[a["kind"].isin(TRAINED)]
     if a.empty:
         return None
     base = accuracy(scores)
@@ -108,7 +110,7 @@ def tradeoff(table: pd.DataFrame) -> str | None:
 def kl_and_length(dist: pd.DataFrame) -> str | None:
     if dist is None or dist.empty:
         return None
-    d = dist[dist["kind"].isin(["sft", "grpo"])]
+    d = dist[dist["kind"].isin(TRAINED)]
     if d.empty:
         return None
     runs = list(dict.fromkeys(d["run"]))

@@ -21,7 +21,7 @@ from tunescope.errors import UserError
 from tunescope.filetasks import shipped_specs
 from tunescope.naming import layer_range, resolve_selector
 from tunescope.study.config import StudyConfig, parse_ref, spec_suites
-from tunescope.train.config import BudgetConfig, load_budget
+from tunescope.train.config import TRAINED_RL, BudgetConfig, load_budget
 
 
 def n_layers(model: str) -> int:
@@ -93,8 +93,15 @@ def check(cfg: StudyConfig) -> Plan:
     plan = resolve(cfg)
     for name, run in cfg.runs.items():
         _check_n_by_suite(cfg, plan.evals[name], f"runs.{name}.evaluation")
+        if run.checkpoints is None and run.method in TRAINED_RL:
+            try:
+                plan.budget(name, run.seeds[0]).completions_per_step(run.method)
+            except UserError as e:
+                raise UserError(f"runs.{name}.budget: {e}") from None
         if run.dataset is None and run.checkpoints is None:
-            _check_pool(run.task, plan.budget(name, run.seeds[0]).n_train_items, f"runs.{name}.budget.n_train_items")
+            b = plan.budget(name, run.seeds[0])
+            where = f"runs.{name}.budget." + ("skip_train_items + n_train_items" if b.skip_train_items else "n_train_items")
+            _check_pool(run.task, b.skip_train_items + b.n_train_items, where)
     depth = plan.depth
     for name, iv in cfg.interventions.items():
         where = f"interventions.{name}"
@@ -125,7 +132,7 @@ def _pool_problem(task: str, n: int) -> str | None:
 
 
 def _check_pool(task: str, n: int, where: str) -> None:
-    """The training task must hold n_train_items distinct training items."""
+    """The training task must hold skip_train_items + n_train_items distinct training items."""
     problem = _pool_problem(task, n)
     if problem:
         raise UserError(f"{where}: {problem}")

@@ -160,7 +160,7 @@ def _train_stage(plan: Plan, run: str, seed: int, train_id: str) -> Stage:
             "dataset": _fingerprint(spec.dataset) if spec.dataset else None} | pick_rule([spec.init])
     # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
     per_step = 0.3 if spec.method == "sft" else 1e-3 * (
-        budget.prompts_per_step * budget.grpo.num_generations * budget.max_completion_length)
+        budget.prompts_per_step * budget.rl(spec.method).num_generations * budget.max_completion_length)
     return Stage(train_id, "train", conf, _train_fn(plan, run, seed), inputs=inputs,
                  estimate_s=budget.max_steps * per_step, resumable=True)
 

@@ -102,7 +102,7 @@ class RunCallback(TrainerCallback):
         self.checkpoint_steps = set(checkpoint_steps)
         self.sidecar, self.recorder = sidecar, recorder
         self.sequences_per_step = sequences_per_step  # on this process
-        self.completions_per_step = completions_per_step  # GRPO, over all processes
+        self.completions_per_step = completions_per_step  # RL, over all processes
         self.stop_after = stop_after  # end this session after that step (resume later)
         self._t0 = time.perf_counter()
         self._step: dict[str, Any] = {}
@@ -118,7 +118,7 @@ class RunCallback(TrainerCallback):
         seconds = time.perf_counter() - self._t0
         per_rank = gather_object(self.recorder.take(self.sequences_per_step))
         items = [i for r in per_rank for i in r["items"]]
-        if self.method == "grpo":  # a prompt's group of completions is adjacent: keep one id per prompt
+        if self.method != "sft":  # RL: a prompt's group of completions is adjacent: keep one id per prompt
             items = [i for k, i in enumerate(items) if k == 0 or items[k - 1] != i]
         self._step = {
             "seconds": seconds,
@@ -142,7 +142,7 @@ class RunCallback(TrainerCallback):
         line: dict[str, Any] = {"step": state.global_step, "fraction": state.global_step / self.max_steps,
                                 "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
                                 "grad_norm": logs.get("grad_norm")}
-        if self.method == "grpo":
+        if self.method != "sft":  # an RL trainer (GRPO, RLOO: the same log keys)
             seen = state.num_input_tokens_seen or 0
             mean_len = logs.get("completions/mean_length")
             line.update({

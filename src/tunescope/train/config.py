@@ -1,15 +1,15 @@
-"""BudgetConfig: one training budget shared by SFT and GRPO.
+"""BudgetConfig: one training budget shared by SFT and the RL methods (GRPO, RLOO).
 
-Every value both methods use (data, optimiser, schedule, batch, lengths, seed, checkpoints) is one
-field here, so the two runs of a comparison cannot drift apart; method-only knobs live under
-`sft.*` and `grpo.*`. Load it with
+Every value the methods share (data, optimiser, schedule, batch, lengths, seed, checkpoints) is one
+field here, so the runs of a comparison cannot drift apart; method-only knobs live under
+`sft.*`, `grpo.*` and `rloo.*`. Load it with
 
     cfg = load_budget("smoke", ["lr=1e-5", "grpo.beta=0.04"])   # packaged name or a YAML path
 
-Batch accounting. A step sees `prompts_per_step` prompts. SFT runs them as sequences, GRPO as
-`prompts_per_step * grpo.num_generations` sampled completions; both cut the step into forward
-passes of `micro_batch_size` sequences per device (gradient accumulation). GRPO generates once per
-optimiser step, so every step of both methods corresponds to exactly one slice of the prompt stream.
+Batch accounting. A step sees `prompts_per_step` prompts. SFT runs them as sequences, an RL method as
+`prompts_per_step * <method>.num_generations` sampled completions; all cut the step into forward
+passes of `micro_batch_size` sequences per device (gradient accumulation). RL generates once per
+optimiser step, so every step of every method corresponds to exactly one slice of the prompt stream.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from tunescope.config import load_config
 from tunescope.errors import UserError
 
 PACKAGED = Path(__file__).resolve().parents[1] / "configs"
-METHODS = ("sft", "grpo")  # the training methods: tunescope.train.run.train(method, ...)
+METHODS = ("sft", "grpo", "rloo")  # the training methods: tunescope.train.run.train(method, ...)
+TRAINED_RL = ("grpo", "rloo")  # those of them that learn from sampled completions and a reward
 # what may have produced a run imported into a study (runs.NAME.checkpoints), and which of them are RL:
 # the report pairs SFT against RL runs of one task
 IMPORTED_METHODS = (*METHODS, "ppo", "dpo", "rlvr", "other")
-RL_METHODS = ("grpo", "ppo", "rlvr")
+RL_METHODS = (*TRAINED_RL, "ppo", "rlvr")
 REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.reward_functions
 
 
@@ -37,12 +38,12 @@ class SFTOptions:
 
 
 @dataclass
-class GRPOOptions:
+class RLOptions:
+    """What every RL method shares: the group of samples per prompt, how they are drawn, the reward."""
+
     num_generations: int = 4  # completions per prompt (the group); >= 2
     beta: float = 0.0  # KL(pi || pi_ref) weight; 0 = no reference model (the study's setting)
     epsilon: float = 0.2  # PPO clip range
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dr_grpo"
-    scale_rewards: Literal["group", "batch", "none"] = "none"  # "none": advantages not std-scaled (Dr. GRPO)
     temperature: float = 0.6  # sampling temperature of the rollouts
     top_p: float = 1.0
     rewards: list[str] = field(default_factory=lambda: ["correct", "format"])  # short names, see REWARDS
@@ -50,6 +51,38 @@ class GRPOOptions:
     use_vllm: bool = False  # needs a CUDA GPU and `pip install vllm`
     vllm_mode: Literal["colocate", "server"] = "colocate"  # colocate shares the training GPU(s)
     compact_rollouts: bool = True  # sample with the compact decoder where it is exact (plain Llama, CPU; train/rollout.py)
+
+    def check(self, key: str) -> None:
+        """Reject bad values, naming them as `key.field`."""
+        if self.num_generations < 2:
+            raise UserError(f"{key}.num_generations must be at least 2 (advantages compare samples), got "
+                            f"{self.num_generations}")
+        bad = [r for r in self.rewards if r not in REWARDS]
+        if bad or not self.rewards:
+            raise UserError(f"{key}.rewards: unknown reward {bad[0] if bad else '(none)'}; "
+                            f"choose from {', '.join(REWARDS)}")
+        if len(self.reward_weights) != len(self.rewards):
+            raise UserError(f"{key}.reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} "
+                            f"{key}.rewards; give one weight per reward")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise UserError(f"{key}.temperature must be > 0 and {key}.top_p in (0, 1]")
+        if self.beta < 0 or self.epsilon <= 0:
+            raise UserError(f"{key}.beta must be >= 0 and {key}.epsilon > 0")
+
+
+@dataclass
+class GRPOOptions(RLOptions):
+    """GRPO (TRL `GRPOTrainer`): per-token clipped loss, advantages = reward - group mean."""
+
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dr_grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "none"  # "none": advantages not std-scaled (Dr. GRPO)
+
+
+@dataclass
+class RLOOOptions(RLOptions):
+    """RLOO (TRL `RLOOTrainer`): per-sequence clipped loss, advantages = reward - mean of the other samples."""
+
+    normalize_advantages: bool = False  # True: advantages scaled to zero mean and unit std over the batch
 
 
 @dataclass
@@ -61,6 +94,7 @@ class BudgetConfig:
     dataset_columns: dict[str, str] = field(default_factory=dict)  # e.g. {prompt: problem} for OpenR1-Math
     dataset_spec: str | None = None  # read `dataset` by a benchmark spec (gsm8k, math500, or a spec YAML file)
     n_train_items: int = 1024  # distinct training problems; the stream cycles through them in epochs
+    skip_train_items: int = 0  # problems skipped at the start of the pool: RL on problems an SFT run of that many did not see
     # optimisation
     lr: float = 1e-5
     scheduler: Literal["constant_with_warmup", "cosine", "linear", "constant"] = "constant_with_warmup"
@@ -87,6 +121,7 @@ class BudgetConfig:
     train_only: list[str] | str = field(default_factory=list)
     sft: SFTOptions = field(default_factory=SFTOptions)
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
+    rloo: RLOOOptions = field(default_factory=RLOOOptions)
     tensorboard: bool = False  # also log to RUN/tensorboard
     bf16: bool = True  # mixed precision on GPU; always off on CPU
     activation_checkpointing: bool = False  # GPU only: True saves activation memory, costs ~20% speed
@@ -102,6 +137,8 @@ class BudgetConfig:
                      "max_prompt_length", "max_completion_length"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.skip_train_items < 0:
+            raise UserError(f"skip_train_items must be >= 0, got {self.skip_train_items}")
         if not 0 < self.checkpoint_every <= 1:
             raise UserError(f"checkpoint_every is a fraction of training in (0, 1], got {self.checkpoint_every}")
         if not 0 <= self.warmup_ratio < 1:
@@ -111,28 +148,25 @@ class BudgetConfig:
         if self.prompts_per_step % self.sft_micro_batch:
             raise UserError(f"micro_batch_size={self.micro_batch_size} must divide prompts_per_step="
                             f"{self.prompts_per_step} (or exceed it); change micro_batch_size")
-        g = self.grpo
-        if g.num_generations < 2:
-            raise UserError(f"grpo.num_generations must be at least 2 (advantages compare samples), got "
-                            f"{g.num_generations}")
+        for method in TRAINED_RL:
+            self.rl(method).check(method)
+        self.completions_per_step("grpo")  # the packaged budgets' RL default: its batch must split
+
+    def rl(self, method: str) -> RLOptions:
+        """The options of an RL method (`grpo` or `rloo`)."""
+        return self.rloo if method == "rloo" else self.grpo
+
+    def completions_per_step(self, method: str) -> int:
+        """Completions an RL method samples per step, after checking that micro-batches split them."""
+        key, g = method, self.rl(method)
         n = self.prompts_per_step * g.num_generations
         if n % self.micro_batch_size:
             divisors = [d for d in range(1, n + 1) if n % d == 0 and d <= self.micro_batch_size]
             raise UserError(
-                f"prompts_per_step={self.prompts_per_step} x grpo.num_generations={g.num_generations} = {n} "
+                f"prompts_per_step={self.prompts_per_step} x {key}.num_generations={g.num_generations} = {n} "
                 f"completions per step, which micro_batch_size={self.micro_batch_size} does not divide; "
-                f"change micro_batch_size (e.g. to {divisors[-1]}) or grpo.num_generations")
-        bad = [r for r in g.rewards if r not in REWARDS]
-        if bad or not g.rewards:
-            raise UserError(f"grpo.rewards: unknown reward {bad[0] if bad else '(none)'}; "
-                            f"choose from {', '.join(REWARDS)}")
-        if len(g.reward_weights) != len(g.rewards):
-            raise UserError(f"grpo.reward_weights has {len(g.reward_weights)} values for {len(g.rewards)} "
-                            f"grpo.rewards; give one weight per reward")
-        if g.temperature <= 0 or not 0 < g.top_p <= 1:
-            raise UserError("grpo.temperature must be > 0 and grpo.top_p in (0, 1]")
-        if g.beta < 0 or g.epsilon <= 0:
-            raise UserError("grpo.beta must be >= 0 and grpo.epsilon > 0")
+                f"change micro_batch_size (e.g. to {divisors[-1]}) or {key}.num_generations")
+        return n
 
     @property
     def sft_micro_batch(self) -> int:
@@ -151,8 +185,8 @@ class BudgetConfig:
         if method == "sft":
             per_pass, total, what = self.sft_micro_batch, self.prompts_per_step, "prompts_per_step"
         else:
-            per_pass, total = self.micro_batch_size, self.prompts_per_step * self.grpo.num_generations
-            what = "prompts_per_step x grpo.num_generations"
+            per_pass, total = self.micro_batch_size, self.completions_per_step(method)
+            what = f"prompts_per_step x {method}.num_generations"
         if total % (per_pass * world_size):
             raise UserError(f"{what} = {total} does not split over {world_size} processes x micro_batch_size "
                             f"{per_pass}; change micro_batch_size or prompts_per_step")

@@ -25,8 +25,8 @@ from tunescope.world.task import SYSTEM_PROMPT, Item, format_completion
 
 def load_pool(task: str | None, dataset: str | None, n: int, task_options: dict[str, Any] | None = None,
               columns: dict[str, str] | None = None, dataset_spec: str | None = None,
-              need_solution: bool = False) -> tuple[Any, list[Item]]:
-    """(task object, first `n` training items) for a task name or a dataset path.
+              need_solution: bool = False, skip: int = 0) -> tuple[Any, list[Item]]:
+    """(task object, training items `skip` to `skip + n`) for a task name or a dataset path.
 
     A dataset is read by the one file task (`tunescope.filetasks`): with `dataset_spec` (a shipped
     benchmark such as gsm8k, or a spec file) by that spec, else as prompt/solution/answer columns.
@@ -49,9 +49,9 @@ def load_pool(task: str | None, dataset: str | None, n: int, task_options: dict[
         from tunescope.world import get_task
 
         t = get_task(task, **(task_options or {}))
-    items = t.items("train", n)
+    items = t.items("train", skip + n)[skip:]
     if not items:
-        raise UserError(f"task {t.name} gave no training items")
+        raise UserError(f"task {t.name} gave no training items" + (f" after skipping {skip}" if skip else ""))
     if need_solution:
         missing = next((it for it in items if not it.solution.strip()), None)
         if missing is not None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tunescope.train.callbacks import StepRecorder
-from tunescope.train.config import BudgetConfig
+from tunescope.train.config import BudgetConfig, RLOptions
 from tunescope.train.data import grpo_dataset
 from tunescope.world.task import Item, follows_format
 
@@ -103,13 +103,23 @@ def build_grpo_trainer(model: Any, tokenizer: Any, stream: list[Item], task: Any
     decoder's rollouts, unless `grpo.compact_rollouts` is off or vLLM generates)."""
     from trl import GRPOTrainer
 
-    if cfg.grpo.compact_rollouts and not cfg.grpo.use_vllm:
-        from tunescope.train.rollout import use_compact_rollouts
-
-        use_compact_rollouts(model)
+    prepare_policy(model, cfg.grpo)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(task, items, cfg.grpo.rewards, recorder),
                           args=args, train_dataset=grpo_dataset(stream), processing_class=tokenizer,
                           callbacks=callbacks)
+    return time_generation(trainer, recorder)
+
+
+def prepare_policy(model: Any, opts: RLOptions) -> None:
+    """Rollouts by the compact decoder (`train/rollout.py`), unless turned off or vLLM generates."""
+    if opts.compact_rollouts and not opts.use_vllm:
+        from tunescope.train.rollout import use_compact_rollouts
+
+        use_compact_rollouts(model)
+
+
+def time_generation(trainer: Any, recorder: StepRecorder) -> Any:
+    """`trainer` (a TRL RL trainer), its generation timed into `recorder.gen_seconds`."""
     generate = trainer._generate
 
     def timed_generate(*a: Any, **kw: Any) -> Any:

@@ -1,4 +1,4 @@
-"""`train(method, model, out, cfg)`: one controlled SFT or GRPO run, checkpointed and resumable.
+"""`train(method, model, out, cfg)`: one controlled SFT, GRPO or RLOO run, checkpointed and resumable.
 
     setup   check the run directory, load model + tokenizer, freeze, build the prompt stream
     train   TRL trainer with RunCallback (step log, checkpoints at fixed fractions, resumable state)
@@ -37,11 +37,11 @@ from tunescope.train.callbacks import (
     export_checkpoint,
     gather_object,
 )
-from tunescope.train.config import METHODS, BudgetConfig
+from tunescope.train.config import METHODS, TRAINED_RL, BudgetConfig
 from tunescope.train.data import filter_by_length, load_pool, prompt_stream
 from tunescope.train.freeze import apply_freeze
 
-Method = Literal["sft", "grpo"]
+Method = Literal["sft", "grpo", "rloo"]
 
 
 # ---------------------------------------------------------------- model
@@ -178,7 +178,7 @@ def common_args(cfg: BudgetConfig, run: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- train
 def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resume: bool = False,
           stop_after: int | None = None) -> Path:
-    """Run `method` ("sft" or "grpo") from `model` under budget `cfg`; return the run directory.
+    """Run `method` (one of `METHODS`: sft, grpo, rloo) from `model` under budget `cfg`; return the run directory.
 
     `stop_after` ends this session after that checkpoint step (the run stays resumable).
     """
@@ -189,18 +189,15 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     lm, tok = load_model(model)
     counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
     task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options,
-                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method == "sft")
+                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method == "sft",
+                           skip=cfg.skip_train_items)
     pool_all = len(pool)
     pool = filter_by_length(pool, tok, cfg.max_prompt_length, cfg.max_completion_length)
     stream = prompt_stream(pool, cfg.max_steps * cfg.prompts_per_step, cfg.seed)
 
-    from tunescope.train.grpo import grpo_args
-    from tunescope.train.sft import sft_args
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accum = cfg.gradient_accumulation(method, world)
-    common = common_args(cfg, run)
-    args = sft_args(cfg, common, accum) if method == "sft" else grpo_args(cfg, common, accum)
+    args = _trainer_args(method)(cfg, common_args(cfg, run), accum)
     main = args.process_index == 0
     _barrier()  # every process has checked the run directory before the main one writes to it
 
@@ -241,15 +238,25 @@ def _check_request(method: str, model: str | Path, run: Path, cfg: BudgetConfig,
     check_writable_parent(run)
     check_outside(run, {"the input model": model})
     _check_run_dir(run, method, str(model), cfg, resume)
-    if method == "grpo" and cfg.grpo.use_vllm:
-        _check_vllm()
+    if method in TRAINED_RL and cfg.rl(method).use_vllm:
+        _check_vllm(method)
+
+
+def _trainer_args(method: str) -> Any:
+    """The function that turns a budget into the TRL config of `method`."""
+    from tunescope.train.grpo import grpo_args
+    from tunescope.train.rloo import rloo_args
+    from tunescope.train.sft import sft_args
+
+    return {"sft": sft_args, "grpo": grpo_args, "rloo": rloo_args}[method]
 
 
 def _step_sizes(method: str, cfg: BudgetConfig, world: int) -> dict[str, int]:
     """Sequences one process handles per optimiser step, and completions generated per step."""
-    completions = cfg.prompts_per_step * cfg.grpo.num_generations
-    return {"sequences_per_step": (cfg.prompts_per_step if method == "sft" else completions) // world,
-            "completions_per_step": completions}
+    if method == "sft":
+        return {"sequences_per_step": cfg.prompts_per_step // world, "completions_per_step": 0}
+    completions = cfg.completions_per_step(method)
+    return {"sequences_per_step": completions // world, "completions_per_step": completions}
 
 
 def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool: list, cfg: BudgetConfig,
@@ -258,14 +265,15 @@ def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool:
     from transformers.trainer_callback import ProgressCallback
 
     from tunescope.train.grpo import build_grpo_trainer
+    from tunescope.train.rloo import build_rloo_trainer
     from tunescope.train.sft import build_sft_trainer
 
     recorder = StepRecorder()
     if method == "sft":
         trainer = build_sft_trainer(lm, tok, stream, args, [callback(recorder)], recorder)
     else:
-        items = {it.id: it for it in pool}
-        trainer = build_grpo_trainer(lm, tok, stream, task, items, cfg, args, [callback(recorder)], recorder)
+        build = {"grpo": build_grpo_trainer, "rloo": build_rloo_trainer}[method]
+        trainer = build(lm, tok, stream, task, {it.id: it for it in pool}, cfg, args, [callback(recorder)], recorder)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StepProgress())
     return trainer
@@ -313,15 +321,15 @@ def _finish_run(run: Path, trainer: Any, cfg: BudgetConfig, main: bool, world: i
         raise RuntimeError(f"data-parallel replicas diverged: {digests}")
 
 
-def _check_vllm() -> None:
+def _check_vllm(method: str) -> None:
     import importlib.util
 
     import torch
 
     if not torch.cuda.is_available():
-        raise UserError("grpo.use_vllm=true needs a CUDA GPU; set grpo.use_vllm=false on this machine")
+        raise UserError(f"{method}.use_vllm=true needs a CUDA GPU; set {method}.use_vllm=false on this machine")
     if importlib.util.find_spec("vllm") is None:
-        raise UserError("grpo.use_vllm=true needs vLLM: pip install vllm (or set grpo.use_vllm=false)")
+        raise UserError(f"{method}.use_vllm=true needs vLLM: pip install vllm (or set {method}.use_vllm=false)")
 
 
 def _barrier() -> None:
