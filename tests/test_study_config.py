@@ -245,8 +245,10 @@ def test_an_override_cannot_add_a_run_by_a_typo():
     assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4
 
 
-def test_the_shipped_recipe_studies_plan(tmp_path, capsys):
-    """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) parses and plans."""
-    recipe = Path(__file__).resolve().parents[1] / "configs" / "studies" / "sft24_recipes.yaml"
+@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "3 runs, 32 stages")])
+def test_the_shipped_recipe_studies_plan(name, plan, tmp_path, capsys):
+    """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) and methods.yaml
+    (the RL methods side by side, docs/study.md) parse and plan."""
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "studies" / f"{name}.yaml"
     assert main(["run", str(recipe), "--out", str(tmp_path / "s"), "--check"]) == 0
-    assert "study 'sft24_recipes' is valid: 3 runs, 21 stages" in capsys.readouterr().out
+    assert f"study '{name}' is valid: {plan}" in capsys.readouterr().out
