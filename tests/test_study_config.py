@@ -15,7 +15,7 @@ from tunescope.study.config import load_study
 @pytest.mark.parametrize("preset", ["default", "smoke"])
 def test_builtin_studies_are_valid(preset):
     cfg = load_study(preset=preset)
-    assert {r.method for r in cfg.runs.values()} == {"sft", "grpo", *(["rloo"] if preset == "smoke" else [])}
+    assert {r.method for r in cfg.runs.values()} == {"sft", "grpo", *(["rloo", "dpo"] if preset == "smoke" else [])}
     assert cfg.runs["grpo24"].init == "sft24:last"
     assert cfg.interventions["restore_top20"].k == 0.2
     assert cfg.base.organism == preset
@@ -25,7 +25,7 @@ def test_builtin_studies_are_valid(preset):
     (["runs.sft.lrr=1"], "unknown config key 'runs.sft.lrr'"),
     (["evaluaton.suites=[maths]"], "did you mean 'evaluation'"),
     (["runs.sft.seeds=3"], "runs.sft.seeds: expected a list"),
-    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo, rloo"),
+    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo, rloo, dpo"),
     (["evaluation.suites=[maths,chess]"], "evaluation.suites[1]: unknown suite 'chess'"),
     (["runs.sft.task=chess"], "runs.sft.task: unknown suite 'chess'"),
     (["base.path=/no/such/model"], "base.path: /no/such/model does not exist"),
@@ -165,8 +165,8 @@ def test_smoke_study_is_the_default_study_made_tiny(tmp_path):
     from tunescope.config import to_dict
 
     default, smoke = to_dict(load_study(preset="default")), to_dict(load_study(preset="smoke"))
-    assert smoke["runs"].keys() - {"rloo"} == default["runs"].keys()  # plus an RLOO run, for the tests
-    assert smoke["runs"]["rloo"]["method"] == "rloo"
+    assert smoke["runs"].keys() - {"rloo", "dpo"} == default["runs"].keys()  # plus RLOO and DPO, for the tests
+    assert (smoke["runs"]["rloo"]["method"], smoke["runs"]["dpo"]["method"]) == ("rloo", "dpo")
     assert smoke["analyses"] == default["analyses"] and smoke["interventions"] == default["interventions"]
     for run, spec in default["runs"].items():  # same roles; only budgets, item counts and seeds differ
         assert {k: v for k, v in smoke["runs"][run].items() if k not in ("budget", "evaluation", "seeds")} == \
@@ -245,7 +245,7 @@ def test_an_override_cannot_add_a_run_by_a_typo():
     assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4
 
 
-@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "3 runs, 32 stages")])
+@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "4 runs, 41 stages")])
 def test_the_shipped_recipe_studies_plan(name, plan, tmp_path, capsys):
     """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) and methods.yaml
     (the RL methods side by side, docs/study.md) parse and plan."""

@@ -160,7 +160,7 @@ def test_a_local_model_directory_is_a_base(smoke_organism, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["run", "--preset", "smoke", "--out", str(out), "--check", f"base.path={smoke_organism}"]) == 0
     plan = capsys.readouterr().out
-    assert "47 stages (0 cached)" in plan and not out.exists()
+    assert "50 stages (0 cached)" in plan and not out.exists()
 
 
 def test_ood_peak_differences_are_paired_over_items(smoke_study):

@@ -1,10 +1,11 @@
-"""Training on the smoke organism: checkpoints, step log, shared prompt stream, losses, freezing,
-SFT -> GRPO, resume and bad input. Each run is a handful of steps with tiny batches."""
+"""Training on the smoke organism: checkpoints, step log, shared prompt stream, losses (SFT, GRPO,
+RLOO, DPO against float64 recomputations), freezing, SFT -> GRPO, resume and bad input. Each run is a handful of steps with tiny batches."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -385,3 +386,80 @@ def test_rloo_run_from_the_sft_checkpoint_logs_rewards_on_the_shared_stream(sft_
     assert [c.step for c in list_checkpoints(run)] == [0, 2, 4]
     assert not torch.equal(tensors(list_checkpoints(run)[0].path)["model.embed_tokens.weight"],
                            tensors(list_checkpoints(run)[-1].path)["model.embed_tokens.weight"])
+
+
+def test_dpo_loss_and_gradient_match_a_float64_recomputation(smoke_organism, tmp_path):
+    """One batch of pairs through TRL's DPOTrainer, the policy moved off the reference by noise:
+    loss = -mean log sigmoid(beta * [(lp(y_w) - lp_ref(y_w)) - (lp(y_l) - lp_ref(y_l))]), lp summed over
+    the completion's tokens, recomputed in float64 from the batch's ids and masks; and its gradient."""
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.train.callbacks import StepRecorder
+    from tunescope.train.dpo import build_dpo_trainer, dpo_args
+    from tunescope.train.run import common_args, load_model
+    from tunescope.world.task import format_completion
+
+    beta = 0.5
+    cfg = load_budget("smoke", ["max_steps=1", "prompts_per_step=4", "micro_batch_size=4", "n_train_items=4",
+                                f"dpo.beta={beta}"])
+    lm, tok = load_model(smoke_organism)
+    _, pool = load_pool(cfg.task, None, 4)
+    pairs = {it.id: {"chosen": format_completion(it.solution, it.answer),
+                     "rejected": format_completion(it.solution, str(int(it.answer) + 1))} for it in pool}
+    trainer = build_dpo_trainer(lm, tok, pool, pairs, dpo_args(cfg, common_args(cfg, tmp_path), 1), [], StepRecorder())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    moved = {n: p.detach().double().clone() for n, p in trainer.model.named_parameters()}
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    got = {n: p.grad.double() for n, p in trainer.model.named_parameters()}
+
+    ids, att, comp = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]  # (2B, S): chosen, rejected
+
+    def seq_logp(model):
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=att).logits[:, :-1].double(), -1)
+        return (lp.gather(-1, ids[:, 1:, None])[..., 0] * comp[:, 1:]).sum(1)  # (2B,)
+
+    ref = AutoModelForCausalLM.from_pretrained(smoke_organism).double().eval()
+    pol = AutoModelForCausalLM.from_pretrained(smoke_organism).double().train()
+    pol.load_state_dict(moved, strict=False)
+    with torch.no_grad():
+        r = seq_logp(ref)
+    d = seq_logp(pol) - r
+    dw, dl = d.chunk(2)
+    want = -torch.nn.functional.logsigmoid(beta * (dw - dl)).mean()
+    assert abs(float(loss) - float(want)) < 1e-5 and abs(float(want) - math.log(2)) > 1e-3
+    want.backward()
+    for name, p in pol.named_parameters():
+        if p.grad is None:
+            continue
+        assert (got[name] - p.grad).norm() <= 1e-4 * p.grad.norm() + 1e-9, name  # float32 vs float64
+
+
+def test_dpo_pairs_come_from_the_verifier_and_the_run_logs_them(sft_run, smoke_organism, tmp_path):
+    from tunescope.world import get_task
+
+    run = train("dpo", smoke_organism, tmp_path / "dpo", budget("dpo.temperature=1.0", "lr=1e-3"))
+    pairs = [json.loads(ln) for ln in (run / "pairs.jsonl").read_text().splitlines()]
+    task = get_task("maths")
+    _, pool = load_pool("maths", None, 32)
+    by_id = {it.id: it for it in pool}
+    assert pairs and all(p["item_id"] in by_id for p in pairs)
+    for p in pairs:
+        it = by_id[p["item_id"]]
+        assert task.score(it, p["rejected"]) == 0.0  # rejected: a wrong sample of the start model
+        gold = p["chosen_source"] == "gold"
+        assert task.score(it, p["chosen"]) == 1.0 and gold == (p["correct_samples"] == 0)
+    lines = log(run)
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
+    assert {i for ln in lines for i in ln["items"]} <= {p["item_id"] for p in pairs}  # only problems with a pair
+    assert all(len(ln["items"]) == 4 and ln["dpo_margins"] is not None for ln in lines)
+    assert lines[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference before the first update
+    assert json.loads((run / "run.json").read_text())["method"] == "dpo"
+    assert [c.step for c in list_checkpoints(run)] == [0, 2, 4]

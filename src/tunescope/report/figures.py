@@ -1,7 +1,7 @@
 """Figures for the report, each a function from tables to a base64 PNG (matplotlib, Agg backend).
 
-Conventions across figures: one colour per run, SFT dashed, GRPO solid, RLOO dash-dotted, the base model grey,
-interval bands at 95%. Functions return None when their table is missing, so that a study without,
+Conventions across figures: one colour per run, SFT dashed, RLOO dash-dotted, GRPO and DPO solid,
+the base model grey, interval bands at 95%. Functions return None when their table is missing, so that a study without,
 say, interventions still renders.
 """
 
@@ -21,10 +21,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from tunescope.report.tables import MODULES, accuracy  # noqa: E402
-from tunescope.train.config import TRAINED_RL  # noqa: E402
+from tunescope.train.config import METHODS  # noqa: E402
 
-STYLE = {"sft": "--", "rloo": "-.", "intervention": ":", "base": "-"}  # any other kind (GRPO, imported RL): solid
-TRAINED = ("sft", *TRAINED_RL)  # the kinds of run trained in the study, drawn against training progress
+STYLE = {"sft": "--", "rloo": "-.", "intervention": ":", "base": "-"}  # any other kind (GRPO, DPO, imported): solid
+TRAINED = METHODS  # the kinds of run trained in the study, drawn against training progress
 
 
 def png(fig: plt.Figure) -> str:

@@ -20,7 +20,7 @@ import pandas as pd
 from tunescope.report.claims import CLAIMS, verdict_of
 from tunescope.report.compare import POOLED_OOD, method_pairs, paired_kl, plain_runs
 from tunescope.report.tables import accuracy, final_scores
-from tunescope.train.config import TRAINED_RL
+from tunescope.train.config import METHODS
 
 
 @dataclass
@@ -226,7 +226,7 @@ def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
     d = t.get("distribution")
     if d is None or d.empty or d["kl"].isna().all():
         return []
-    last = d[d["kind"].isin(["sft", *TRAINED_RL])]
+    last = d[d["kind"].isin(METHODS)]
     last = last[last["step"] == last.groupby(["run", "seed"])["step"].transform("max")]
     m = last.groupby(["run", "kind"], sort=False)[["kl", "kl_ci_low", "kl_ci_high"]].mean().reset_index()
     if m.empty:

@@ -27,6 +27,7 @@ from transformers.trainer_callback import ProgressCallback
 from tunescope.checkpoints import SIDECAR, checkpoint_dir
 from tunescope.fsutil import atomic_dir
 from tunescope.provenance import write_json
+from tunescope.train.config import TRAINED_RL
 
 # Files of a Trainer state checkpoint that are not part of the model directory.
 STATE_ONLY = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
@@ -118,7 +119,7 @@ class RunCallback(TrainerCallback):
         seconds = time.perf_counter() - self._t0
         per_rank = gather_object(self.recorder.take(self.sequences_per_step))
         items = [i for r in per_rank for i in r["items"]]
-        if self.method != "sft":  # RL: a prompt's group of completions is adjacent: keep one id per prompt
+        if self.method in TRAINED_RL:  # a prompt's group of completions is adjacent: keep one id per prompt
             items = [i for k, i in enumerate(items) if k == 0 or items[k - 1] != i]
         self._step = {
             "seconds": seconds,
@@ -142,7 +143,7 @@ class RunCallback(TrainerCallback):
         line: dict[str, Any] = {"step": state.global_step, "fraction": state.global_step / self.max_steps,
                                 "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
                                 "grad_norm": logs.get("grad_norm")}
-        if self.method != "sft":  # an RL trainer (GRPO, RLOO: the same log keys)
+        if self.method in TRAINED_RL:  # GRPO, RLOO: the same log keys
             seen = state.num_input_tokens_seen or 0
             mean_len = logs.get("completions/mean_length")
             line.update({
@@ -156,11 +157,14 @@ class RunCallback(TrainerCallback):
             line.update({k.replace("rewards/", "reward_").replace("/mean", ""): v for k, v in logs.items()
                          if k.startswith("rewards/") and k.endswith("/mean")})
             self._last_tokens_seen = seen
-        else:
+        else:  # SFT, DPO: the collator counted the tokens (DPO: prompt twice, chosen + rejected)
             n = max(s.get("sft_sequences", 0), 1)
             line.update({"reward_mean": None, "reward_std": None,
                          "completion_length": s.get("sft_completion_tokens", 0) / n,
                          "tokens": s.get("sft_tokens", 0), "tokens_generated": 0})
+            if self.method == "dpo":  # implicit rewards beta * log pi/pi_ref of chosen and rejected
+                line.update({f"dpo_{k.split('/')[1]}": logs.get(k) for k in
+                             ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")})
         line.update({"seconds": s.get("seconds"), "gen_seconds": s.get("gen_seconds", 0.0),
                      "items": s.get("items", [])})
         with open(self.run / "log.jsonl", "a") as f:

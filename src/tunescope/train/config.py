@@ -23,11 +23,11 @@ from tunescope.config import load_config
 from tunescope.errors import UserError
 
 PACKAGED = Path(__file__).resolve().parents[1] / "configs"
-METHODS = ("sft", "grpo", "rloo")  # the training methods: tunescope.train.run.train(method, ...)
+METHODS = ("sft", "grpo", "rloo", "dpo")  # the training methods: tunescope.train.run.train(method, ...)
 TRAINED_RL = ("grpo", "rloo")  # those of them that learn from sampled completions and a reward
 # what may have produced a run imported into a study (runs.NAME.checkpoints), and which of them are RL:
 # the report pairs SFT against RL runs of one task
-IMPORTED_METHODS = (*METHODS, "ppo", "dpo", "rlvr", "other")
+IMPORTED_METHODS = (*METHODS, "ppo", "rlvr", "other")
 RL_METHODS = (*TRAINED_RL, "ppo", "rlvr")
 REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.reward_functions
 
@@ -86,6 +86,16 @@ class RLOOOptions(RLOptions):
 
 
 @dataclass
+class DPOOptions:
+    """DPO (TRL `DPOTrainer`) on preference pairs from the task's verifier (`train/dpo.py`)."""
+
+    beta: float = 0.1  # strength of the implicit KL to the reference model (the run's start model)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"  # sigmoid: the DPO loss of Rafailov et al. 2023
+    samples: int = 4  # completions of the start model per problem, searched for a wrong (rejected) and a right one
+    temperature: float = 0.6  # sampling temperature of those completions
+
+
+@dataclass
 class BudgetConfig:
     # data: exactly one of `task` (a tunescope.world task name) or `dataset` (JSONL file or HF dataset dir)
     task: str | None = "maths"
@@ -122,6 +132,7 @@ class BudgetConfig:
     sft: SFTOptions = field(default_factory=SFTOptions)
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
     rloo: RLOOOptions = field(default_factory=RLOOOptions)
+    dpo: DPOOptions = field(default_factory=DPOOptions)
     tensorboard: bool = False  # also log to RUN/tensorboard
     bf16: bool = True  # mixed precision on GPU; always off on CPU
     activation_checkpointing: bool = False  # GPU only: True saves activation memory, costs ~20% speed
@@ -150,6 +161,8 @@ class BudgetConfig:
                             f"{self.prompts_per_step} (or exceed it); change micro_batch_size")
         for method in TRAINED_RL:
             self.rl(method).check(method)
+        if self.dpo.beta <= 0 or self.dpo.samples < 1 or self.dpo.temperature <= 0:
+            raise UserError("dpo.beta and dpo.temperature must be > 0 and dpo.samples at least 1")
         self.completions_per_step("grpo")  # the packaged budgets' RL default: its batch must split
 
     def rl(self, method: str) -> RLOptions:
@@ -182,7 +195,7 @@ class BudgetConfig:
 
     def gradient_accumulation(self, method: str, world_size: int) -> int:
         """Forward passes per optimiser step on each device, after checking the batch splits evenly."""
-        if method == "sft":
+        if method in ("sft", "dpo"):  # a DPO example is one (chosen, rejected) pair of a prompt
             per_pass, total, what = self.sft_micro_batch, self.prompts_per_step, "prompts_per_step"
         else:
             per_pass, total = self.micro_batch_size, self.completions_per_step(method)

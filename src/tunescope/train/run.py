@@ -1,4 +1,4 @@
-"""`train(method, model, out, cfg)`: one controlled SFT, GRPO or RLOO run, checkpointed and resumable.
+"""`train(method, model, out, cfg)`: one controlled SFT, GRPO, RLOO or DPO run, checkpointed and resumable.
 
     setup   check the run directory, load model + tokenizer, freeze, build the prompt stream
     train   TRL trainer with RunCallback (step log, checkpoints at fixed fractions, resumable state)
@@ -41,7 +41,7 @@ from tunescope.train.config import METHODS, TRAINED_RL, BudgetConfig
 from tunescope.train.data import filter_by_length, load_pool, prompt_stream
 from tunescope.train.freeze import apply_freeze
 
-Method = Literal["sft", "grpo", "rloo"]
+Method = Literal["sft", "grpo", "rloo", "dpo"]
 
 
 # ---------------------------------------------------------------- model
@@ -178,7 +178,7 @@ def common_args(cfg: BudgetConfig, run: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- train
 def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resume: bool = False,
           stop_after: int | None = None) -> Path:
-    """Run `method` (one of `METHODS`: sft, grpo, rloo) from `model` under budget `cfg`; return the run directory.
+    """Run `method` (one of `METHODS`: sft, grpo, rloo, dpo) from `model` under budget `cfg`; return the run directory.
 
     `stop_after` ends this session after that checkpoint step (the run stays resumable).
     """
@@ -211,7 +211,14 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
             "parameters": counts, "world_size": world})
     _barrier()
 
-    trainer = _make_trainer(method, lm, tok, stream, task, pool, cfg, args, world,
+    pairs = None
+    if method == "dpo":  # preference pairs from the start model's samples, scored by the task (train/dpo.py)
+        from tunescope.train.dpo import load_or_build_pairs, pair_stream
+
+        pairs = load_or_build_pairs(run, lm, tok, list({it.id: it for it in stream}.values()), task, cfg, main,
+                                    _barrier)
+        stream = pair_stream(stream, pairs, cfg.seed)
+    trainer = _make_trainer(method, lm, tok, stream, task, pool, cfg, args, world, pairs,
                             lambda recorder: RunCallback(run, method, cfg.max_steps, cfg.checkpoint_steps(), sidecar,
                                                          recorder, **_step_sizes(method, cfg, world),
                                                          stop_after=stop_after))
@@ -244,23 +251,24 @@ def _check_request(method: str, model: str | Path, run: Path, cfg: BudgetConfig,
 
 def _trainer_args(method: str) -> Any:
     """The function that turns a budget into the TRL config of `method`."""
+    from tunescope.train.dpo import dpo_args
     from tunescope.train.grpo import grpo_args
     from tunescope.train.rloo import rloo_args
     from tunescope.train.sft import sft_args
 
-    return {"sft": sft_args, "grpo": grpo_args, "rloo": rloo_args}[method]
+    return {"sft": sft_args, "grpo": grpo_args, "rloo": rloo_args, "dpo": dpo_args}[method]
 
 
 def _step_sizes(method: str, cfg: BudgetConfig, world: int) -> dict[str, int]:
     """Sequences one process handles per optimiser step, and completions generated per step."""
-    if method == "sft":
+    if method in ("sft", "dpo"):  # DPO: one (chosen, rejected) pair per prompt
         return {"sequences_per_step": cfg.prompts_per_step // world, "completions_per_step": 0}
     completions = cfg.completions_per_step(method)
     return {"sequences_per_step": completions // world, "completions_per_step": completions}
 
 
 def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool: list, cfg: BudgetConfig,
-                  args: Any, world: int, callback: Any) -> Any:
+                  args: Any, world: int, pairs: dict | None, callback: Any) -> Any:
     """The TRL trainer of `method` with the run's callback (`callback(recorder)`) and one progress bar."""
     from transformers.trainer_callback import ProgressCallback
 
@@ -271,6 +279,10 @@ def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool:
     recorder = StepRecorder()
     if method == "sft":
         trainer = build_sft_trainer(lm, tok, stream, args, [callback(recorder)], recorder)
+    elif method == "dpo":
+        from tunescope.train.dpo import build_dpo_trainer
+
+        trainer = build_dpo_trainer(lm, tok, stream, pairs, args, [callback(recorder)], recorder)
     else:
         build = {"grpo": build_grpo_trainer, "rloo": build_rloo_trainer}[method]
         trainer = build(lm, tok, stream, task, {it.id: it for it in pool}, cfg, args, [callback(recorder)], recorder)
