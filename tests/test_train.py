@@ -434,7 +434,7 @@ def test_dpo_loss_and_gradient_match_a_float64_recomputation(smoke_organism, tmp
     d = seq_logp(pol) - r
     dw, dl = d.chunk(2)
     want = -torch.nn.functional.logsigmoid(beta * (dw - dl)).mean()
-    assert abs(float(loss) - float(want)) < 1e-5 and abs(float(want) - math.log(2)) > 1e-3
+    assert abs(loss.item() - want.item()) < 1e-5 and abs(want.item() - math.log(2)) > 1e-3
     want.backward()
     for name, p in pol.named_parameters():
         if p.grad is None:
@@ -461,5 +461,9 @@ def test_dpo_pairs_come_from_the_verifier_and_the_run_logs_them(sft_run, smoke_o
     assert {i for ln in lines for i in ln["items"]} <= {p["item_id"] for p in pairs}  # only problems with a pair
     assert all(len(ln["items"]) == 4 and ln["dpo_margins"] is not None for ln in lines)
     assert lines[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference before the first update
-    assert json.loads((run / "run.json").read_text())["method"] == "dpo"
+    meta = json.loads((run / "run.json").read_text())
+    cost = json.loads((run / "pairs.json").read_text())
+    assert meta["method"] == "dpo" and cost["pairs"] == len(pairs) and cost["tokens_generated"] > 0
+    assert meta["totals"]["tokens_generated"] == cost["tokens_generated"]  # the pairs' sampling is the generation
+    assert meta["totals"]["pair_sampling"] == cost
     assert [c.step for c in list_checkpoints(run)] == [0, 2, 4]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -9,7 +10,7 @@ import pytest
 
 from tunescope.errors import UserError
 from tunescope.filetasks import FileTask, training_spec
-from tunescope.train.config import BudgetConfig, GRPOOptions, load_budget
+from tunescope.train.config import BudgetConfig, GRPOOptions, RLOOOptions, RLOptions, load_budget
 from tunescope.train.data import load_pool, prompt_stream
 from tunescope.train.grpo import reward_functions
 from tunescope.world.task import Item, format_completion
@@ -19,13 +20,21 @@ def test_packaged_budgets_load_and_share_one_value_per_knob():
     for name in ("smoke", "default"):
         cfg = load_budget(name)
         assert cfg.grpo.loss_type == "dr_grpo" and cfg.grpo.beta == 0.0 and cfg.grpo.scale_rewards == "none"
+        shared = [f.name for f in dataclasses.fields(RLOptions)]  # RLOO samples and rewards as GRPO does
+        assert [getattr(cfg.rloo, k) for k in shared] == [getattr(cfg.grpo, k) for k in shared]
     cfg = load_budget("smoke", ["lr=3e-5", "grpo.beta=0.04"])
     assert cfg.lr == 3e-5 and cfg.grpo.beta == 0.04
 
 
 def test_generations_not_dividing_the_batch_names_the_value_to_change():
     with pytest.raises(UserError, match=r"micro_batch_size=8 does not divide; change micro_batch_size \(e.g. to 6\)"):
-        BudgetConfig(prompts_per_step=2, grpo=GRPOOptions(num_generations=3), micro_batch_size=8)
+        BudgetConfig(prompts_per_step=2, grpo=GRPOOptions(num_generations=3), micro_batch_size=8).check_method("grpo")
+    # checked for the method that runs: RLOO's own split is fine here, SFT has none
+    cfg = BudgetConfig(prompts_per_step=4, micro_batch_size=12, rloo=RLOOOptions(num_generations=3))
+    cfg.check_method("rloo")
+    cfg.check_method("sft")
+    with pytest.raises(UserError, match=r"x grpo.num_generations=4 = 16 completions per step"):
+        cfg.check_method("grpo")
     with pytest.raises(UserError, match="num_generations must be at least 2"):
         BudgetConfig(grpo=GRPOOptions(num_generations=1))
 

@@ -8,8 +8,8 @@ that the items are shared) nor a strong one; the table `comparisons` holds one r
 the findings make:
 
 - `vs base`: each training run's final checkpoint against the base model, on every suite;
-- `sft vs grpo`: the SFT and GRPO runs of one task, both from the base model with every tensor
-  trained (the methods' own comparison), on every suite;
+- `sft vs grpo`: the SFT and RL (GRPO, RLOO, an imported PPO/RLVR) runs of one task, both from the
+  base model with every tensor trained (the methods' own comparison), on every suite;
 - `variant vs plain`: a run with frozen or selected tensors against the run of the same recipe
   without selectors.
 

@@ -20,7 +20,7 @@ import pandas as pd
 from tunescope.report.claims import CLAIMS, verdict_of
 from tunescope.report.compare import POOLED_OOD, method_pairs, paired_kl, plain_runs
 from tunescope.report.tables import accuracy, final_scores
-from tunescope.train.config import METHODS
+from tunescope.train.config import METHODS, RL_METHODS
 
 
 @dataclass
@@ -126,7 +126,7 @@ def _update_ratio(t: dict[str, pd.DataFrame]) -> list[Finding]:
         return []
     by_run = size.set_index("run")
     pairs = _pairs(t) if "runs" in t else [(s, g) for s in size.loc[size["kind"] == "sft", "run"]
-                                           for g in size.loc[size["kind"] == "grpo", "run"]]
+                                           for g in size.loc[size["kind"].isin(RL_METHODS), "run"]]
     out = []
     for sr, gr in [(s, g) for s, g in pairs if s in by_run.index and g in by_run.index]:
         s, g = by_run.loc[sr], by_run.loc[gr]
@@ -189,7 +189,7 @@ def _versus_base(t: dict[str, pd.DataFrame]) -> list[Finding]:
     vs_base = c[c["comparison"] == "vs base"].set_index(["a", "suite"])
     out = []
     plain = _plain(t)
-    for g in plain[plain["method"] == "grpo"].itertuples():
+    for g in plain[plain["method"].isin(RL_METHODS)].itertuples():
         if (g.run, g.task) not in vs_base.index:
             continue
         row = vs_base.loc[(g.run, g.task)]

@@ -53,7 +53,7 @@ class BaseSpec:
 
 @dataclass
 class RunSpec:
-    method: str = "sft"  # sft | grpo
+    method: str = "sft"  # sft | grpo | rloo | dpo (tunescope.train.METHODS)
     task: str = "maths"  # training task (an organism suite); with `dataset`, the in-domain evaluation suite
     dataset: str | None = None  # train on a JSONL file / HF dataset dir or hub id (prompt, solution, answer)
     init: str = "base"  # where training starts: base or a checkpoint ref such as sft24:0.75

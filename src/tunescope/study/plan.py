@@ -21,7 +21,7 @@ from tunescope.errors import UserError
 from tunescope.filetasks import shipped_specs
 from tunescope.naming import layer_range, resolve_selector
 from tunescope.study.config import StudyConfig, parse_ref, spec_suites
-from tunescope.train.config import TRAINED_RL, BudgetConfig, load_budget
+from tunescope.train.config import BudgetConfig, load_budget
 
 
 def n_layers(model: str) -> int:
@@ -93,9 +93,9 @@ def check(cfg: StudyConfig) -> Plan:
     plan = resolve(cfg)
     for name, run in cfg.runs.items():
         _check_n_by_suite(cfg, plan.evals[name], f"runs.{name}.evaluation")
-        if run.checkpoints is None and run.method in TRAINED_RL:
+        if run.checkpoints is None:
             try:
-                plan.budget(name, run.seeds[0]).completions_per_step(run.method)
+                plan.budget(name, run.seeds[0]).check_method(run.method)
             except UserError as e:
                 raise UserError(f"runs.{name}.budget: {e}") from None
         if run.dataset is None and run.checkpoints is None:

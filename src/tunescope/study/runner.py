@@ -47,6 +47,7 @@ from tunescope.study.refs import (
 )
 from tunescope.study.stages import Context, Stage, StageRunner, hold, stage_id
 from tunescope.threads import torch_threads
+from tunescope.train.config import method_config
 
 # ---------------------------------------------------------------------------------------------------
 # The stage list
@@ -156,10 +157,10 @@ def _train_stage(plan: Plan, run: str, seed: int, train_id: str) -> Stage:
     budget = plan.budget(run, seed)
     # the resolved budget (packaged file + study settings + run keys, layers at the base's depth),
     # so that an edit of any of them reruns the run
-    conf = {"run": run, "method": spec.method, "init": spec.init, "budget": to_dict(budget),
+    conf = {"run": run, "method": spec.method, "init": spec.init, "budget": method_config(to_dict(budget), spec.method),
             "dataset": _fingerprint(spec.dataset) if spec.dataset else None} | pick_rule([spec.init])
     # rough priors (seconds), rescaled by the stages that finish: tokens handled per step
-    per_step = 0.3 if spec.method == "sft" else 1e-3 * (
+    per_step = {"sft": 0.3, "dpo": 0.6}.get(spec.method) or 1e-3 * (
         budget.prompts_per_step * budget.rl(spec.method).num_generations * budget.max_completion_length)
     return Stage(train_id, "train", conf, _train_fn(plan, run, seed), inputs=inputs,
                  estimate_s=budget.max_steps * per_step, resumable=True)

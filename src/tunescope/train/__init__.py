@@ -1,4 +1,4 @@
-"""Controlled post-training: SFT and GRPO from one base model, one budget, one prompt stream.
+"""Controlled post-training: SFT, GRPO, RLOO and DPO from one base model, one budget, one prompt stream.
 
     from tunescope.train import BudgetConfig, load_budget, train
     run = train("grpo", "organism/", Path("runs/grpo"), load_budget("smoke"))
@@ -11,9 +11,19 @@ TRL) is imported on first use, so that validating a study or `tunescope --help` 
 
 from typing import Any
 
-from tunescope.train.config import METHODS, BudgetConfig, GRPOOptions, SFTOptions, load_budget
+from tunescope.train.config import (
+    METHODS,
+    BudgetConfig,
+    DPOOptions,
+    GRPOOptions,
+    RLOOOptions,
+    RLOptions,
+    SFTOptions,
+    load_budget,
+)
 
-__all__ = ["METHODS", "BudgetConfig", "GRPOOptions", "SFTOptions", "load_budget", "train"]
+__all__ = ["METHODS", "BudgetConfig", "DPOOptions", "GRPOOptions", "RLOOOptions", "RLOptions", "SFTOptions",
+           "load_budget", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""`tunescope train sft|grpo --model DIR --out RUN [--config BUDGET] [key=value ...] [--resume]`."""
+"""`tunescope train sft|grpo|rloo|dpo --model DIR --out RUN [--config BUDGET] [key=value ...] [--resume]`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from tunescope.cli import Intermixed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="post-train a model with SFT or GRPO under a shared budget",
-                       description="Train from one base model with SFT or GRPO on the shared prompt stream; "
+    p = sub.add_parser("train", help="post-train a model with SFT, GRPO, RLOO or DPO under a shared budget",
+                       description="Train from one base model with SFT, GRPO, RLOO or DPO on the shared prompt stream; "
                                    "checkpoints go to OUT/checkpoints, the step log to OUT/log.jsonl.")
-    p.add_argument("words", nargs="+", metavar="{sft,grpo,rloo} [key=value ...]",
+    p.add_argument("words", nargs="+", metavar="{sft,grpo,rloo,dpo} [key=value ...]",
                    help="the method, then config overrides, e.g. sft lr=1e-5 grpo.beta=0.04")
     p.add_argument("--model", required=True, help="base model: a model directory (any checkpoint) or hub id")
     p.add_argument("--out", required=True, help="run directory to create (or to continue with --resume)")

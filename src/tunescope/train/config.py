@@ -163,7 +163,11 @@ class BudgetConfig:
             self.rl(method).check(method)
         if self.dpo.beta <= 0 or self.dpo.samples < 1 or self.dpo.temperature <= 0:
             raise UserError("dpo.beta and dpo.temperature must be > 0 and dpo.samples at least 1")
-        self.completions_per_step("grpo")  # the packaged budgets' RL default: its batch must split
+
+    def check_method(self, method: str) -> None:
+        """What only a run of `method` needs of the budget (an RL method: its completions split into micro-batches)."""
+        if method in TRAINED_RL:
+            self.completions_per_step(method)
 
     def rl(self, method: str) -> RLOptions:
         """The options of an RL method (`grpo` or `rloo`)."""
@@ -204,6 +208,12 @@ class BudgetConfig:
             raise UserError(f"{what} = {total} does not split over {world_size} processes x micro_batch_size "
                             f"{per_pass}; change micro_batch_size or prompts_per_step")
         return total // (per_pass * world_size)
+
+
+def method_config(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """A resolved budget as a dict without the options of the other methods (`sft`, `grpo`, ...): what
+    determines a run of `method`, so that editing `dpo.beta` does not invalidate an SFT run's cache."""
+    return {k: v for k, v in config.items() if k not in METHODS or k == method}
 
 
 def load_budget(path_or_name: str | Path | None = None, overrides: list[str] | None = None) -> BudgetConfig:

@@ -34,20 +34,28 @@ PAIRS = "pairs.jsonl"
 
 
 def preference_pairs(model: Any, tok: Any, items: list[Item], task: Any, cfg: BudgetConfig,
-                     batch_size: int = 64) -> dict[str, dict[str, Any]]:
-    """{item id: {chosen, rejected, chosen_source}} for the items that have a wrong sample (see module doc)."""
+                     batch_size: int = 64) -> tuple[dict[str, dict[str, Any]], int]:
+    """({item id: {chosen, rejected, chosen_source, ...}} for the items that have a wrong sample (see
+    module doc), tokens generated). On a GPU the start model samples there (it moves to the device the
+    trainer would put it on); on CPU with the compact decoder where it is exact."""
+    import os
+
     import torch
     from transformers import GenerationConfig
 
     from tunescope.train.data import prompt_messages
     from tunescope.train.rollout import use_compact_rollouts
 
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else None
+    if device is not None:
+        model.to(device)
     use_compact_rollouts(model)
     gen = GenerationConfig(do_sample=True, temperature=cfg.dpo.temperature, top_p=1.0, top_k=0,
                            max_new_tokens=cfg.max_completion_length, eos_token_id=tok.eos_token_id,
                            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     rows = [it for it in items for _ in range(cfg.dpo.samples)]  # each problem `samples` times, adjacent
     texts: list[str] = []
+    generated = 0
     torch.manual_seed(cfg.seed)
     was_training = model.training
     model.eval()
@@ -59,9 +67,13 @@ def preference_pairs(model: Any, tok: Any, items: list[Item], task: Any, cfg: Bu
             width = max(len(p) for p in prompts)
             ids = torch.tensor([[gen.pad_token_id] * (width - len(p)) + p for p in prompts])  # (B, P) left-padded
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            if device is not None:
+                ids, mask = ids.to(device), mask.to(device)
             with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)  # (B, P + T)
-            texts += tok.batch_decode(out[:, width:], skip_special_tokens=True)
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)[:, width:]  # (B, T)
+            done = (out == tok.eos_token_id).int().cumsum(1) > 0  # at or after the end of sequence
+            generated += int((~done).sum()) + int(done.any(1).sum())  # tokens up to and including it
+            texts += tok.batch_decode(out, skip_special_tokens=True)
     finally:
         model.train(was_training)
     pairs = {}
@@ -73,15 +85,24 @@ def preference_pairs(model: Any, tok: Any, items: list[Item], task: Any, cfg: Bu
             chosen = right[0] if right else format_completion(it.solution, it.answer)
             pairs[it.id] = {"chosen": chosen, "rejected": wrong[0], "chosen_source": "sample" if right else "gold",
                             "correct_samples": len(right), "samples": len(samples)}
-    return pairs
+    return pairs, generated
 
 
 def load_or_build_pairs(run: Path, model: Any, tok: Any, items: list[Item], task: Any, cfg: BudgetConfig,
                         main: bool, barrier: Any) -> dict[str, dict[str, Any]]:
-    """The run's pairs: RUN/pairs.jsonl when it exists (a resumed run), else sampled on the main process."""
+    """The run's pairs: RUN/pairs.jsonl when it exists (a resumed run), else sampled on the main process
+    (its cost in RUN/pairs.json, which the run's compute totals add)."""
+    import time
+
+    from tunescope.provenance import write_json
+
     path = run / PAIRS
     if main and not path.exists():
-        pairs = preference_pairs(model, tok, items, task, cfg)
+        t0 = time.perf_counter()
+        pairs, generated = preference_pairs(model, tok, items, task, cfg)
+        write_json(run / "pairs.json", {"problems": len(items), "pairs": len(pairs), "samples": cfg.dpo.samples,
+                                        "tokens_generated": generated,
+                                        "seconds": round(time.perf_counter() - t0, 3)})
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(json.dumps({"item_id": k, **v}) + "\n" for k, v in pairs.items()))
         os.replace(tmp, path)

@@ -127,11 +127,16 @@ def _trim_log(run: Path, last_step: int) -> None:
 
 
 def _totals(run: Path) -> dict[str, Any]:
+    """Compute totals from the step log; a DPO run's pair sampling (RUN/pairs.json) counts as generation
+    and as training time, so that the methods' budgets compare."""
     lines = [json.loads(ln) for ln in whole_lines(run / "log.jsonl")]
-    return {"steps": len(lines), "tokens_trained": sum(ln["tokens"] or 0 for ln in lines),
-            "tokens_generated": sum(ln["tokens_generated"] or 0 for ln in lines),
-            "train_seconds": round(sum(ln["seconds"] or 0 for ln in lines), 3),
-            "generation_seconds": round(sum(ln["gen_seconds"] or 0 for ln in lines), 3)}
+    pairs = json.loads((run / "pairs.json").read_text()) if (run / "pairs.json").is_file() else {}
+    extra_s, extra_tok = pairs.get("seconds", 0.0), pairs.get("tokens_generated", 0)
+    out = {"steps": len(lines), "tokens_trained": sum(ln["tokens"] or 0 for ln in lines),
+           "tokens_generated": sum(ln["tokens_generated"] or 0 for ln in lines) + extra_tok,
+           "train_seconds": round(sum(ln["seconds"] or 0 for ln in lines) + extra_s, 3),
+           "generation_seconds": round(sum(ln["gen_seconds"] or 0 for ln in lines) + extra_s, 3)}
+    return {**out, "pair_sampling": pairs} if pairs else out
 
 
 # ---------------------------------------------------------------- trainer arguments
@@ -189,7 +194,7 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     lm, tok = load_model(model)
     counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
     task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options,
-                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method == "sft",
+                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method in ("sft", "dpo"),
                            skip=cfg.skip_train_items)
     pool_all = len(pool)
     pool = filter_by_length(pool, tok, cfg.max_prompt_length, cfg.max_completion_length)
@@ -239,6 +244,7 @@ def _check_request(method: str, model: str | Path, run: Path, cfg: BudgetConfig,
     """Everything about a train call that can be refused before a model is loaded."""
     if method not in METHODS:
         raise UserError(f"method must be {' or '.join(METHODS)}, got {method!r}")
+    cfg.check_method(method)
     if stop_after is not None and stop_after not in cfg.checkpoint_steps()[1:]:
         raise UserError(f"stop_after={stop_after} is not a checkpoint step; use one of "
                         f"{', '.join(map(str, cfg.checkpoint_steps()[1:]))}")
