@@ -103,15 +103,16 @@ def _completion_logprobs(model, tok, item) -> torch.Tensor:
     return logp.gather(1, targets[:, None])[:, 0][len(prompt) - 1:]  # (completion tokens,)
 
 
-@pytest.mark.parametrize("loss_type", ["nll", "dft"])
+@pytest.mark.parametrize("loss_type", ["nll", "dft", "asft"])
 def test_first_step_loss_matches_float64_recomputation(loss_type, sft_run, smoke_organism, tmp_path):
     """Step 1 is computed with the base weights: its logged loss is the token-mean over the step's
-    completion tokens (over both accumulation micro-batches) of -log p (nll) or -p log p (dft)."""
+    completion tokens (over both accumulation micro-batches) of -log p (nll) or -p log p (dft; asft,
+    whose KL to the start model is 0 before the first update)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run = sft_run
-    if loss_type == "dft":
-        run = train("sft", smoke_organism, tmp_path / "dft", budget("sft.loss_type=dft", "max_steps=1"))
+    if loss_type != "nll":
+        run = train("sft", smoke_organism, tmp_path / loss_type, budget(f"sft.loss_type={loss_type}", "max_steps=1"))
     first = log(run)[0]
     cfg = budget()
     _, pool = load_pool(cfg.task, None, cfg.n_train_items)
@@ -467,3 +468,49 @@ def test_dpo_pairs_come_from_the_verifier_and_the_run_logs_them(sft_run, smoke_o
     assert meta["totals"]["tokens_generated"] == cost["tokens_generated"]  # the pairs' sampling is the generation
     assert meta["totals"]["pair_sampling"] == cost
     assert [c.step for c in list_checkpoints(run)] == [0, 2, 4]
+
+
+def test_anchored_sft_loss_and_gradient_match_a_float64_recomputation(smoke_organism, tmp_path):
+    """The anchored-SFT loss on one batch, the policy moved off the start model by noise:
+    sum over response tokens of -sg(p_t) log p_t + anchor * KL(pi_ref || pi_theta), over the token
+    count, recomputed in float64 from the batch's ids and labels with the start model as pi_ref."""
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.train.callbacks import StepRecorder
+    from tunescope.train.run import common_args, load_model
+    from tunescope.train.sft import build_sft_trainer, sft_args
+
+    anchor = 0.5
+    cfg = load_budget("smoke", ["max_steps=1", "prompts_per_step=4", "micro_batch_size=4", "n_train_items=4",
+                                "sft.loss_type=asft", f"sft.anchor={anchor}"])
+    lm, tok = load_model(smoke_organism)
+    _, pool = load_pool(cfg.task, None, 4)
+    trainer = build_sft_trainer(lm, tok, pool, sft_args(cfg, common_args(cfg, tmp_path), 1), [], StepRecorder(), cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    moved = {n: p.detach().double().clone() for n, p in trainer.model.named_parameters()}
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    got = {n: p.grad.double() for n, p in trainer.model.named_parameters()}
+
+    ids, att, labels = batch["input_ids"], batch["attention_mask"], batch["labels"][:, 1:]
+    mask = labels != -100
+    ref = AutoModelForCausalLM.from_pretrained(smoke_organism).double().eval()
+    pol = AutoModelForCausalLM.from_pretrained(smoke_organism).double().train()
+    pol.load_state_dict(moved, strict=False)
+    with torch.no_grad():
+        lr = torch.log_softmax(ref(input_ids=ids, attention_mask=att).logits[:, :-1], -1)
+    lp = torch.log_softmax(pol(input_ids=ids, attention_mask=att).logits[:, :-1], -1)
+    lp_t = lp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    kl = (lr.exp() * (lr - lp)).sum(-1)
+    want = ((-lp_t.exp().detach() * lp_t + anchor * kl) * mask).sum() / mask.sum()
+    assert abs(loss.item() - want.item()) < 1e-5 and (kl * mask).sum().item() > 1e-3
+    want.backward()
+    for name, p in pol.named_parameters():
+        if p.grad is not None:
+            assert (got[name] - p.grad).norm() <= 1e-4 * p.grad.norm() + 1e-9, name  # float32 vs float64

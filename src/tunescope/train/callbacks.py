@@ -162,6 +162,8 @@ class RunCallback(TrainerCallback):
             line.update({"reward_mean": None, "reward_std": None,
                          "completion_length": s.get("sft_completion_tokens", 0) / n,
                          "tokens": s.get("sft_tokens", 0), "tokens_generated": 0})
+            if "anchor_kl" in logs:  # anchored SFT: the mean KL(pi_ref || pi_theta) per response token
+                line["anchor_kl"] = logs["anchor_kl"]
             if self.method == "dpo":  # implicit rewards beta * log pi/pi_ref of chosen and rejected
                 line.update({f"dpo_{k.split('/')[1]}": logs.get(k) for k in
                              ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")})

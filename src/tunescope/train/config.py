@@ -34,7 +34,10 @@ REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.rewa
 
 @dataclass
 class SFTOptions:
-    loss_type: Literal["nll", "dft"] = "nll"  # "dft": -sg(p_t) log p_t (Dynamic Fine-Tuning, TRL's loss_type)
+    # "dft": -sg(p_t) log p_t (Dynamic Fine-Tuning, TRL's loss_type); "asft": anchored SFT, DFT's loss plus
+    # anchor * KL(pi_ref || pi_theta) over the vocabulary at each response token (train/sft.py)
+    loss_type: Literal["nll", "dft", "asft"] = "nll"
+    anchor: float = 0.05  # asft's KL weight (lambda; 0.05-0.1 in anchored SFT); the reference is the start model
 
 
 @dataclass
@@ -161,6 +164,8 @@ class BudgetConfig:
                             f"{self.prompts_per_step} (or exceed it); change micro_batch_size")
         for method in TRAINED_RL:
             self.rl(method).check(method)
+        if self.sft.anchor < 0:
+            raise UserError(f"sft.anchor must be >= 0, got {self.sft.anchor}")
         if self.dpo.beta <= 0 or self.dpo.samples < 1 or self.dpo.temperature <= 0:
             raise UserError("dpo.beta and dpo.temperature must be > 0 and dpo.samples at least 1")
 

@@ -284,7 +284,7 @@ def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool:
 
     recorder = StepRecorder()
     if method == "sft":
-        trainer = build_sft_trainer(lm, tok, stream, args, [callback(recorder)], recorder)
+        trainer = build_sft_trainer(lm, tok, stream, args, [callback(recorder)], recorder, cfg)
     elif method == "dpo":
         from tunescope.train.dpo import build_dpo_trainer
 
