@@ -97,7 +97,7 @@ def anchored_trainer_class() -> type:
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # DDP averages the gradients (as SFTTrainer does)
             mode = "train" if model.training else "eval"
-            self._metrics[mode]["anchor_kl"].append(float((kl * mask).sum() / mask.sum().clamp(min=1)))
+            self._metrics[mode]["anchor_kl"].append(((kl * mask).sum() / mask.sum().clamp(min=1)).detach().item())
             return (loss, None) if return_outputs else loss
 
     return AnchoredSFTTrainer
