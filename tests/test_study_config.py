@@ -25,7 +25,7 @@ def test_builtin_studies_are_valid(preset):
     (["runs.sft.lrr=1"], "unknown config key 'runs.sft.lrr'"),
     (["evaluaton.suites=[maths]"], "did you mean 'evaluation'"),
     (["runs.sft.seeds=3"], "runs.sft.seeds: expected a list"),
-    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo, rloo, dpo"),
+    (["runs.sft.method=ppo"], "runs.sft.method: unknown method 'ppo'; use one of sft, grpo, rloo, chord, dpo"),
     (["evaluation.suites=[maths,chess]"], "evaluation.suites[1]: unknown suite 'chess'"),
     (["runs.sft.task=chess"], "runs.sft.task: unknown suite 'chess'"),
     (["base.path=/no/such/model"], "base.path: /no/such/model does not exist"),
@@ -245,7 +245,7 @@ def test_an_override_cannot_add_a_run_by_a_typo():
     assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4
 
 
-@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "7 runs, 68 stages")])
+@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "8 runs, 78 stages")])
 def test_the_shipped_recipe_studies_plan(name, plan, tmp_path, capsys):
     """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) and methods.yaml
     (the RL methods side by side, docs/study.md) parse and plan."""

@@ -1,5 +1,5 @@
 """Training on the smoke organism: checkpoints, step log, shared prompt stream, losses (SFT, GRPO,
-RLOO, DPO against float64 recomputations), freezing, SFT -> GRPO, resume and bad input. Each run is a handful of steps with tiny batches."""
+RLOO, CHORD, DPO against float64 recomputations), freezing, SFT -> GRPO, resume and bad input. Each run is a handful of steps with tiny batches."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tunescope.errors import UserError
 from tunescope.train import load_budget, train
 from tunescope.train.data import filter_by_length, gold_message, load_pool, prompt_messages, prompt_stream
 from tunescope.weights import WeightFiles
+from tunescope.world.task import SYSTEM_PROMPT
 
 # One budget for every run here: SFT and GRPO share it (GRPO: 4 prompts x 2 samples per step).
 BUDGET = ["max_steps=4", "prompts_per_step=4", "micro_batch_size=2", "checkpoint_every=0.5",
@@ -514,3 +515,106 @@ def test_anchored_sft_loss_and_gradient_match_a_float64_recomputation(smoke_orga
     for name, p in pol.named_parameters():
         if p.grad is not None:
             assert (got[name] - p.grad).norm() <= 1e-4 * p.grad.norm() + 1e-9, name  # float32 vs float64
+
+
+def test_chord_mu_warms_up_then_decays_by_a_cosine():
+    from tunescope.train.chord import mu_at
+    from tunescope.train.config import CHORDOptions
+
+    o = CHORDOptions(mu_peak=0.8, mu_valley=0.1, mu_warmup=0.2, mu_decay=0.6)
+    got = [mu_at(s, 10, o) for s in range(11)]
+    want = [0.0, 0.4] + [0.1 + 0.7 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)] + [0.1] * 3
+    assert got == pytest.approx(want)
+
+
+def test_chord_gradient_mixes_the_grpo_gradient_and_the_phi_weighted_sft_gradient(smoke_organism, tmp_path):
+    """One step of CHORD with two micro-batches: the summed gradient must equal a float64 recomputation of
+    (1 - mu) * GRPO's loss (advantage = reward - group mean, dr_grpo normalisation) + mu * the SFT loss
+    -sum sg(p (1 - p)) log p over the gold-solution tokens of the step's own prompts / their count."""
+    from collections import defaultdict
+
+    from transformers import AutoModelForCausalLM
+
+    from tunescope.train.callbacks import StepRecorder
+    from tunescope.train.chord import build_chord_trainer
+    from tunescope.train.grpo import TAGS, grpo_args
+    from tunescope.train.run import common_args, load_model
+    from tunescope.world.task import format_completion
+
+    mu, k = 0.4, 4
+    cfg = load_budget("smoke", ["max_steps=1", "prompts_per_step=4", f"chord.num_generations={k}",
+                                "micro_batch_size=8", "n_train_items=32", "max_completion_length=24",
+                                "chord.rewards=[correct,tags]", "chord.reward_weights=[1.0,0.2]",
+                                f"chord.mu_peak={mu}", f"chord.mu_valley={mu}"])
+    lm, tok = load_model(smoke_organism)
+    task, pool = load_pool(cfg.task, None, cfg.n_train_items)
+    stream = prompt_stream(pool, cfg.prompts_per_step, cfg.seed)
+    trainer = build_chord_trainer(lm, tok, stream, task, {it.id: it for it in pool}, cfg,
+                                  grpo_args(cfg, common_args(cfg, tmp_path), 2, cfg.chord), [], StepRecorder())
+    torch.manual_seed(0)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2
+    trainer.model.zero_grad()
+    batches = []
+    for _ in range(2):  # the step's two micro-batches, as the training loop feeds them
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        trainer.compute_loss(trainer.model, batch).backward()
+        trainer._step += 1
+        batches.append(batch)
+    got = {n: p.grad.double() for n, p in trainer.model.named_parameters()}
+
+    by_prompt = {it.prompt: it for it in stream}
+    ref = AutoModelForCausalLM.from_pretrained(smoke_organism).double().train()
+    rl = torch.zeros((), dtype=torch.float64)
+    rows = [(p, c, m, b) for b in batches for p, c, m in zip(b["prompt_ids"], b["completion_ids"], b["completion_mask"])]
+    items, rewards = [], []
+    for p, c, m, _ in rows:
+        item = next(it for text, it in by_prompt.items() if text in tok.decode(p))
+        text = tok.decode(c[m.bool()], skip_special_tokens=True)
+        items.append(item.id)
+        rewards.append(task.score(item, text) + 0.2 * 0.25 * sum(text.count(t) == 1 for t in TAGS))
+    groups = defaultdict(list)
+    for i, r in zip(items, rewards):
+        groups[i].append(r)
+    assert sorted(len(g) for g in groups.values()) == [k] * 4
+    adv = [r - sum(groups[i]) / k for i, r in zip(items, rewards)]
+    for b, a in zip(batches, (adv[:8], adv[8:])):
+        ids = torch.cat([b["prompt_ids"], b["completion_ids"]], 1)
+        mask = torch.cat([b["prompt_mask"], b["completion_mask"]], 1)
+        logits = ref(input_ids=ids, attention_mask=mask).logits[:, b["prompt_ids"].shape[1] - 1:-1] / 0.6
+        logp = torch.log_softmax(logits, -1).gather(-1, b["completion_ids"][..., None])[..., 0]
+        rl = rl - (torch.tensor(a, dtype=torch.float64)[:, None] * logp * b["completion_mask"]).sum() / (
+            len(ids) * cfg.max_completion_length) / 2
+    sft, n = torch.zeros((), dtype=torch.float64), 0
+    for it in stream:  # the gold solutions of the step's own prompts, each through the chat template
+        prompt = tok.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT},
+                                          {"role": "user", "content": it.prompt}], add_generation_prompt=True,
+                                         tokenize=False)
+        gold = format_completion(it.solution, it.answer)
+        full = tok.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT},
+                                        {"role": "user", "content": it.prompt},
+                                        {"role": "assistant", "content": gold}], tokenize=False)
+        assert full.startswith(prompt) and gold in full[len(prompt):]
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        f_ids = tok(full, add_special_tokens=False)["input_ids"]
+        lp = torch.log_softmax(ref(input_ids=torch.tensor([f_ids])).logits[0, :-1], -1)
+        tgt = torch.tensor(f_ids[1:])[len(p_ids) - 1:]
+        lp_t = lp[len(p_ids) - 1:].gather(-1, tgt[:, None])[:, 0]
+        sft = sft - ((lp_t.exp() * (1 - lp_t.exp())).detach() * lp_t).sum()
+        n += len(tgt)
+    ((1 - mu) * rl + mu * sft / n).backward()
+    for name, p in ref.named_parameters():
+        assert p.grad.norm() > 0, name
+        assert (got[name] - p.grad).norm() <= 1e-4 * p.grad.norm(), name  # float32 vs float64
+
+
+def test_chord_run_logs_its_sft_weight_falling(smoke_organism, tmp_path):
+    run = train("chord", smoke_organism, tmp_path / "chord", budget("chord.num_generations=2"))
+    lines = log(run)
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4]
+    mus = [ln["chord_mu"] for ln in lines]
+    assert mus[0] == pytest.approx(0.9) and all(a > b for a, b in zip(mus, mus[1:]))
+    assert all(ln["chord_sft_loss"] > 0 and ln["reward_mean"] is not None for ln in lines)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["method"] == "chord" and meta["status"] == "done"
+    assert meta["totals"]["tokens_generated"] > 0

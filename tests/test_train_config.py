@@ -22,6 +22,8 @@ def test_packaged_budgets_load_and_share_one_value_per_knob():
         assert cfg.grpo.loss_type == "dr_grpo" and cfg.grpo.beta == 0.0 and cfg.grpo.scale_rewards == "none"
         shared = [f.name for f in dataclasses.fields(RLOptions)]  # RLOO samples and rewards as GRPO does
         assert [getattr(cfg.rloo, k) for k in shared] == [getattr(cfg.grpo, k) for k in shared]
+        grpo_shaped = [f.name for f in dataclasses.fields(GRPOOptions)]  # CHORD's GRPO part is GRPO's
+        assert [getattr(cfg.chord, k) for k in grpo_shaped] == [getattr(cfg.grpo, k) for k in grpo_shaped]
     cfg = load_budget("smoke", ["lr=3e-5", "grpo.beta=0.04"])
     assert cfg.lr == 3e-5 and cfg.grpo.beta == 0.04
 

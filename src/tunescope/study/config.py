@@ -2,7 +2,7 @@
 
     base:        which model every run starts from (an organism preset, a local directory or a hub id)
     evaluation:  the suites every checkpoint is scored on, and evaluation settings
-    runs:        named training runs: method (sft|grpo), training task, budget overrides, where the run
+    runs:        named training runs: method (tunescope.train.METHODS), training task, budget overrides, where the run
                  starts (base or another run's checkpoint), freeze / train-only selectors, seeds
     analyses:    weight diffs against the base, spectra of named (reference, target) pairs
     interventions: named weight edits from a reference checkpoint to a target one, re-evaluated
@@ -53,7 +53,7 @@ class BaseSpec:
 
 @dataclass
 class RunSpec:
-    method: str = "sft"  # sft | grpo | rloo | dpo (tunescope.train.METHODS)
+    method: str = "sft"  # sft | grpo | rloo | chord | dpo (tunescope.train.METHODS)
     task: str = "maths"  # training task (an organism suite); with `dataset`, the in-domain evaluation suite
     dataset: str | None = None  # train on a JSONL file / HF dataset dir or hub id (prompt, solution, answer)
     init: str = "base"  # where training starts: base or a checkpoint ref such as sft24:0.75

@@ -143,7 +143,7 @@ class RunCallback(TrainerCallback):
         line: dict[str, Any] = {"step": state.global_step, "fraction": state.global_step / self.max_steps,
                                 "loss": logs.get("loss"), "lr": logs.get("learning_rate"),
                                 "grad_norm": logs.get("grad_norm")}
-        if self.method in TRAINED_RL:  # GRPO, RLOO: the same log keys
+        if self.method in TRAINED_RL:  # GRPO, RLOO, CHORD: the same log keys
             seen = state.num_input_tokens_seen or 0
             mean_len = logs.get("completions/mean_length")
             line.update({
@@ -156,6 +156,8 @@ class RunCallback(TrainerCallback):
                 line["kl"] = logs.get("kl")
             line.update({k.replace("rewards/", "reward_").replace("/mean", ""): v for k, v in logs.items()
                          if k.startswith("rewards/") and k.endswith("/mean")})
+            if "chord_mu" in logs:  # CHORD: the step's SFT weight and its (phi-weighted) SFT loss
+                line.update({"chord_mu": logs["chord_mu"], "chord_sft_loss": logs["chord_sft_loss"]})
             self._last_tokens_seen = seen
         else:  # SFT, DPO: the collator counted the tokens (DPO: prompt twice, chosen + rejected)
             n = max(s.get("sft_sequences", 0), 1)

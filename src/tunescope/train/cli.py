@@ -1,4 +1,4 @@
-"""`tunescope train sft|grpo|rloo|dpo --model DIR --out RUN [--config BUDGET] [key=value ...] [--resume]`."""
+"""`tunescope train sft|grpo|rloo|chord|dpo --model DIR --out RUN [--config BUDGET] [key=value ...] [--resume]`."""
 
 from __future__ import annotations
 

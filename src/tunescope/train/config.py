@@ -1,8 +1,8 @@
-"""BudgetConfig: one training budget shared by SFT and the RL methods (GRPO, RLOO).
+"""BudgetConfig: one training budget shared by SFT, DPO and the RL methods (GRPO, RLOO, CHORD).
 
 Every value the methods share (data, optimiser, schedule, batch, lengths, seed, checkpoints) is one
 field here, so the runs of a comparison cannot drift apart; method-only knobs live under
-`sft.*`, `grpo.*` and `rloo.*`. Load it with
+`sft.*`, `grpo.*`, `rloo.*`, `chord.*` and `dpo.*`. Load it with
 
     cfg = load_budget("smoke", ["lr=1e-5", "grpo.beta=0.04"])   # packaged name or a YAML path
 
@@ -23,12 +23,12 @@ from tunescope.config import load_config
 from tunescope.errors import UserError
 
 PACKAGED = Path(__file__).resolve().parents[1] / "configs"
-METHODS = ("sft", "grpo", "rloo", "dpo")  # the training methods: tunescope.train.run.train(method, ...)
-TRAINED_RL = ("grpo", "rloo")  # those of them that learn from sampled completions and a reward
-# what may have produced a run imported into a study (runs.NAME.checkpoints), and which of them are RL:
-# the report pairs SFT against RL runs of one task
+METHODS = ("sft", "grpo", "rloo", "chord", "dpo")  # the training methods: tunescope.train.run.train(method, ...)
+TRAINED_RL = ("grpo", "rloo", "chord")  # those of them that learn from sampled completions and a reward
+# what may have produced a run imported into a study (runs.NAME.checkpoints), and which are the RL arms
+# that the report pairs against SFT runs of one task (CHORD, half imitation, is neither arm)
 IMPORTED_METHODS = (*METHODS, "ppo", "rlvr", "other")
-RL_METHODS = (*TRAINED_RL, "ppo", "rlvr")
+RL_METHODS = ("grpo", "rloo", "ppo", "rlvr")
 REWARDS = ("task", "correct", "format", "tags")  # see tunescope.train.grpo.reward_functions
 
 
@@ -89,6 +89,26 @@ class RLOOOptions(RLOptions):
 
 
 @dataclass
+class CHORDOptions(GRPOOptions):
+    """CHORD (`train/chord.py`): GRPO's loss and knobs, plus mu * the SFT loss on the step's gold solutions."""
+
+    mu_peak: float = 0.9  # the SFT weight after warm-up (the CHORD paper's schedule: 0.9 decaying to 0.05)
+    mu_valley: float = 0.05  # the SFT weight at the end of the decay
+    mu_warmup: float = 0.0  # fraction of max_steps over which mu rises linearly from 0 to mu_peak
+    mu_decay: float = 1.0  # fraction of max_steps over which mu then falls (cosine) to mu_valley
+    phi: bool = True  # token weight sg(p (1 - p)) on the SFT loss (CHORD-phi); false: plain NLL
+
+    def check(self, key: str) -> None:
+        super().check(key)
+        if not (0 <= self.mu_valley <= 1 and 0 <= self.mu_peak <= 1):
+            raise UserError(f"{key}.mu_peak and {key}.mu_valley are weights in [0, 1], got {self.mu_peak} and "
+                            f"{self.mu_valley}")
+        if self.mu_warmup < 0 or self.mu_decay < 0 or self.mu_warmup + self.mu_decay > 1 + 1e-9:
+            raise UserError(f"{key}.mu_warmup and {key}.mu_decay are fractions of max_steps with a sum <= 1, got "
+                            f"{self.mu_warmup} and {self.mu_decay}")
+
+
+@dataclass
 class DPOOptions:
     """DPO (TRL `DPOTrainer`) on preference pairs from the task's verifier (`train/dpo.py`)."""
 
@@ -135,6 +155,7 @@ class BudgetConfig:
     sft: SFTOptions = field(default_factory=SFTOptions)
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
     rloo: RLOOOptions = field(default_factory=RLOOOptions)
+    chord: CHORDOptions = field(default_factory=CHORDOptions)
     dpo: DPOOptions = field(default_factory=DPOOptions)
     tensorboard: bool = False  # also log to RUN/tensorboard
     bf16: bool = True  # mixed precision on GPU; always off on CPU
@@ -175,8 +196,10 @@ class BudgetConfig:
             self.completions_per_step(method)
 
     def rl(self, method: str) -> RLOptions:
-        """The options of an RL method (`grpo` or `rloo`)."""
-        return self.rloo if method == "rloo" else self.grpo
+        """The options of an RL method (one of TRAINED_RL: its section of the budget)."""
+        if method not in TRAINED_RL:
+            raise ValueError(f"{method} is not an RL method ({', '.join(TRAINED_RL)})")
+        return getattr(self, method)
 
     def completions_per_step(self, method: str) -> int:
         """Completions an RL method samples per step, after checking that micro-batches split them."""
@@ -204,7 +227,7 @@ class BudgetConfig:
 
     def gradient_accumulation(self, method: str, world_size: int) -> int:
         """Forward passes per optimiser step on each device, after checking the batch splits evenly."""
-        if method in ("sft", "dpo"):  # a DPO example is one (chosen, rejected) pair of a prompt
+        if method not in TRAINED_RL:  # SFT, and DPO, whose example is one (chosen, rejected) pair of a prompt
             per_pass, total, what = self.sft_micro_batch, self.prompts_per_step, "prompts_per_step"
         else:
             per_pass, total = self.micro_batch_size, self.completions_per_step(method)

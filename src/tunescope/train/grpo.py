@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tunescope.train.callbacks import StepRecorder
-from tunescope.train.config import BudgetConfig, RLOptions
+from tunescope.train.config import BudgetConfig, GRPOOptions, RLOptions
 from tunescope.train.data import grpo_dataset
 from tunescope.world.task import Item, follows_format
 
@@ -63,10 +63,13 @@ def reward_functions(task: Any, items: dict[str, Item], names: list[str],
     return funcs
 
 
-def grpo_args(cfg: BudgetConfig, common: dict[str, Any], grad_accum: int):  # -> trl.GRPOConfig
+def grpo_args(cfg: BudgetConfig, common: dict[str, Any], grad_accum: int,
+              opts: GRPOOptions | None = None):  # -> trl.GRPOConfig
+    """TRL's GRPOConfig from the budget, every knob written out; `opts`: a GRPO-shaped section other than
+    `grpo` (CHORD's)."""
     from trl import GRPOConfig
 
-    g = cfg.grpo
+    g = opts or cfg.grpo
     return GRPOConfig(
         **common,
         per_device_train_batch_size=cfg.micro_batch_size,

@@ -1,4 +1,4 @@
-"""`train(method, model, out, cfg)`: one controlled SFT, GRPO, RLOO or DPO run, checkpointed and resumable.
+"""`train(method, model, out, cfg)`: one controlled SFT, GRPO, RLOO, CHORD or DPO run, checkpointed and resumable.
 
     setup   check the run directory, load model + tokenizer, freeze, build the prompt stream
     train   TRL trainer with RunCallback (step log, checkpoints at fixed fractions, resumable state)
@@ -41,7 +41,7 @@ from tunescope.train.config import METHODS, TRAINED_RL, BudgetConfig
 from tunescope.train.data import filter_by_length, load_pool, prompt_stream
 from tunescope.train.freeze import apply_freeze
 
-Method = Literal["sft", "grpo", "rloo", "dpo"]
+Method = Literal["sft", "grpo", "rloo", "chord", "dpo"]
 
 
 # ---------------------------------------------------------------- model
@@ -183,7 +183,7 @@ def common_args(cfg: BudgetConfig, run: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- train
 def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resume: bool = False,
           stop_after: int | None = None) -> Path:
-    """Run `method` (one of `METHODS`: sft, grpo, rloo, dpo) from `model` under budget `cfg`; return the run directory.
+    """Run `method` (one of `METHODS`: sft, grpo, rloo, chord, dpo) from `model` under budget `cfg`; return the run directory.
 
     `stop_after` ends this session after that checkpoint step (the run stays resumable).
     """
@@ -194,7 +194,7 @@ def train(method: Method, model: str | Path, out: Path, cfg: BudgetConfig, resum
     lm, tok = load_model(model)
     counts = apply_freeze(lm, cfg.freeze, cfg.train_only)
     task, pool = load_pool(cfg.task, cfg.dataset, cfg.n_train_items, cfg.task_options,
-                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method in ("sft", "dpo"),
+                           cfg.dataset_columns, cfg.dataset_spec, need_solution=method in ("sft", "chord", "dpo"),
                            skip=cfg.skip_train_items)
     pool_all = len(pool)
     pool = filter_by_length(pool, tok, cfg.max_prompt_length, cfg.max_completion_length)
@@ -262,12 +262,15 @@ def _trainer_args(method: str) -> Any:
     from tunescope.train.rloo import rloo_args
     from tunescope.train.sft import sft_args
 
-    return {"sft": sft_args, "grpo": grpo_args, "rloo": rloo_args, "dpo": dpo_args}[method]
+    def chord_args(cfg: BudgetConfig, common: dict[str, Any], accum: int) -> Any:
+        return grpo_args(cfg, common, accum, cfg.chord)
+
+    return {"sft": sft_args, "grpo": grpo_args, "rloo": rloo_args, "chord": chord_args, "dpo": dpo_args}[method]
 
 
 def _step_sizes(method: str, cfg: BudgetConfig, world: int) -> dict[str, int]:
     """Sequences one process handles per optimiser step, and completions generated per step."""
-    if method in ("sft", "dpo"):  # DPO: one (chosen, rejected) pair per prompt
+    if method not in TRAINED_RL:  # SFT; DPO: one (chosen, rejected) pair per prompt
         return {"sequences_per_step": cfg.prompts_per_step // world, "completions_per_step": 0}
     completions = cfg.completions_per_step(method)
     return {"sequences_per_step": completions // world, "completions_per_step": completions}
@@ -278,6 +281,7 @@ def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool:
     """The TRL trainer of `method` with the run's callback (`callback(recorder)`) and one progress bar."""
     from transformers.trainer_callback import ProgressCallback
 
+    from tunescope.train.chord import build_chord_trainer
     from tunescope.train.grpo import build_grpo_trainer
     from tunescope.train.rloo import build_rloo_trainer
     from tunescope.train.sft import build_sft_trainer
@@ -290,7 +294,7 @@ def _make_trainer(method: str, lm: Any, tok: Any, stream: list, task: Any, pool:
 
         trainer = build_dpo_trainer(lm, tok, stream, pairs, args, [callback(recorder)], recorder)
     else:
-        build = {"grpo": build_grpo_trainer, "rloo": build_rloo_trainer}[method]
+        build = {"grpo": build_grpo_trainer, "rloo": build_rloo_trainer, "chord": build_chord_trainer}[method]
         trainer = build(lm, tok, stream, task, {it.id: it for it in pool}, cfg, args, [callback(recorder)], recorder)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StepProgress())
