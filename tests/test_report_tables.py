@@ -104,3 +104,16 @@ def test_distribution_table_shows_the_last_step_and_a_blank_for_edited_models():
     assert "<td>sft</td><td>0</td><td>60</td><td>0.250</td>" in html
     assert "<td>restore</td><td>0</td><td></td><td>0.125</td>" in html
     assert "-1" not in html and "0.000" not in html
+
+
+def test_sft_pairs_with_the_rl_runs_of_its_task_and_step_count():
+    """The SFT-vs-RL comparison pairs plain runs of one task with the same max_steps (unknown, as for an
+    imported run, pairs with any); CHORD, half imitation, is not an RL arm."""
+    from tunescope.report.compare import method_pairs
+
+    rows = [("sft", "sft", "maths", 60), ("sft_part", "sft", "maths", 15), ("grpo", "grpo", "maths", 60),
+            ("rloo", "rloo", "maths", 60), ("chord", "chord", "maths", 60), ("rlvr", "rlvr", "maths", None),
+            ("grpo24", "grpo", "game24", 60)]
+    runs = pd.DataFrame([{"run": r, "method": m, "task": t, "max_steps": n, "init": "base", "freeze": "",
+                          "train_only": ""} for r, m, t, n in rows])
+    assert method_pairs(runs) == [("sft", "grpo"), ("sft", "rloo"), ("sft", "rlvr"), ("sft_part", "rlvr")]

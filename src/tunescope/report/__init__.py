@@ -30,6 +30,7 @@ def build_report(manifest: dict[str, Any], out: str | Path) -> Path:
         "accuracy": figures.accuracy_vs_progress(t["scores"]) if "scores" in t else None,
         "tradeoff": figures.tradeoff(t.get("tradeoff")),
         "kl": figures.kl_and_length(t.get("distribution")),
+        "forgetting": figures.forgetting(t.get("forgetting"), t.get("forgetting_fit")),
         "heatmaps": figures.heatmaps(t.get("weight_change_final")),
         "trajectories": figures.trajectories(t.get("module_trajectory")),
         "ranking": figures.ranking(t.get("module_ranking")),

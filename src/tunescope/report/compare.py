@@ -97,13 +97,19 @@ def plain_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_pairs(runs: pd.DataFrame) -> list[tuple[str, str]]:
-    """(SFT run, RL run) pairs of plain runs on the same training task (RL: GRPO, or an imported PPO
-    or RLVR run)."""
+    """(SFT run, RL run) pairs of plain runs on the same training task and, where both are known, the
+    same number of steps (RL: GRPO, RLOO, or an imported PPO or RLVR run; a 15-step SFT run is not
+    GRPO's matched arm)."""
     from tunescope.train.config import RL_METHODS
+
+    def steps(r: Any) -> float | None:
+        v = getattr(r, "max_steps", None)
+        return None if v is None or pd.isna(v) else float(v)
 
     p = plain_runs(runs)
     return [(s.run, g.run) for s in p[p["method"] == "sft"].itertuples()
-            for g in p[p["method"].isin(RL_METHODS)].itertuples() if s.task == g.task]
+            for g in p[p["method"].isin(RL_METHODS)].itertuples()
+            if s.task == g.task and (None in (steps(s), steps(g)) or steps(s) == steps(g))]
 
 
 def variant_pairs(runs: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[str, str]]:

@@ -129,6 +129,35 @@ def kl_and_length(dist: pd.DataFrame) -> str | None:
     return png(fig)
 
 
+def forgetting(pts: pd.DataFrame | None, fit: pd.DataFrame | None) -> str | None:
+    """OOD drop against each forgetting predictor, one point per checkpoint, with the fitted line and R^2."""
+    from tunescope.report.forgetting import PREDICTORS
+
+    if pts is None or fit is None:
+        return None
+    fit = fit.set_index("predictor")
+    cols = [c for c in PREDICTORS if c in fit.index and fit.loc[c, "points"] > 0]
+    if not cols:
+        return None
+    runs = list(dict.fromkeys(pts["run"]))
+    col = _colours(runs)
+    fig, axes = _grid(len(cols), ncols=2, w=4.6, h=3.4)
+    for ax, c in zip(axes, cols):
+        for run in runs:
+            g = pts[pts["run"] == run].dropna(subset=[c, "ood_drop"])
+            ax.scatter(g[c], g["ood_drop"], s=10, color=col[run], label=g["label"].iloc[0] if len(g) else run)
+        f = fit.loc[c]
+        if np.isfinite(f["r2"]):
+            x = np.linspace(0, float(pts[c].max()), 20)
+            ax.plot(x, f["intercept"] + f["slope"] * x, color="black", lw=1)
+            ax.set_title(f"R² {f['r2']:.2f} [{f['r2_ci_low']:.2f}, {f['r2_ci_high']:.2f}], {int(f['points'])} checkpoints",
+                         fontsize=8)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(xlabel=PREDICTORS[c], ylabel="OOD drop from the base")
+    axes[0].legend(fontsize=6)
+    return png(fig)
+
+
 def heatmaps(heat: pd.DataFrame) -> str | None:
     if heat is None or heat.empty:
         return None

@@ -59,6 +59,7 @@ def compute(tables: dict[str, pd.DataFrame]) -> list[Finding]:
     out += _gains(tables)
     out += _versus_base(tables)
     out += _kl(tables)
+    out += _forgetting(tables)
     out += _ood_peak(tables)
     out += _recoveries(tables)
     out += _spectra(tables)
@@ -253,6 +254,29 @@ def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
                                           f"difference {how}.", "grpo_drifts_less", verdict, f"{g} vs {s}", diff,
                           lo, hi, agree=agree, seeds=min(len(ks), len(kg))))
     return out
+
+
+def _forgetting(t: dict[str, pd.DataFrame]) -> list[Finding]:
+    """Which predictor of the OOD drop fits the checkpoints better (report/forgetting.py)."""
+    f = t.get("forgetting_fit")
+    if f is None:
+        return []
+    f = f[f["r2"].notna()].set_index("predictor")
+    if f.empty:
+        return []
+    parts = [f"{f.loc[p, 'what']} R² {f.loc[p, 'r2']:.2f} [{f.loc[p, 'r2_ci_low']:.2f}, {f.loc[p, 'r2_ci_high']:.2f}]"
+             for p in f.index]
+    text = (f"Forgetting predictor, over {int(f['points'].max())} checkpoints of {int(f['runs'].max())} runs: the OOD "
+            f"drop from the base against {' and against '.join(parts)} (RL's Razor reports R² ≈ 0.71 for forward KL "
+            "on LLM tasks).")
+    if "kl" in f.index and pd.notna(f.loc["kl", "r2_minus_rel_change"]):
+        k = f.loc["kl"]
+        diff = f"R²(KL) − R²(weight change) {k['r2_minus_rel_change']:+.2f} [{k['diff_ci_low']:+.2f}, {k['diff_ci_high']:+.2f}]"
+        verdict = verdict_of(k["diff_ci_low"], k["diff_ci_high"])
+        text += (f" {diff}, paired over the same resamples: " +
+                 {"supported": "KL predicts it better.", "not supported": "the weight change predicts it better."}.get(
+                     verdict, "this study cannot rank the two predictors."))
+    return [Finding("distribution", text)]
 
 
 def _ood_peak(t: dict[str, pd.DataFrame]) -> list[Finding]:

@@ -63,6 +63,7 @@ def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
                                "init": v["init"], "ood_suites": " ".join(ood_suites(manifest, r)),
                                "freeze": " ".join(v.get("freeze") or []), "train_only": " ".join(v.get("train_only") or []),
                                "seeds": " ".join(map(str, v["seeds"])),
+                               "max_steps": (v.get("budget_resolved") or {}).get("max_steps"),
                                "source": "imported" if v.get("imported") else "trained"}
                               for r, v in manifest["runs"].items()])
     t["compute"] = _compute(manifest)
@@ -79,6 +80,10 @@ def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
         t["freezing"] = _freezing(manifest, scores)
         t["comparisons"] = comparisons(manifest, accuracy(scores), t["runs"], items)
         t.update(ood_peak(manifest, scores, items))
+        from tunescope.report import forgetting
+
+        t["forgetting"] = forgetting.points(t.get("tradeoff"), dist, t.get("module_trajectory"), t["runs"])
+        t["forgetting_fit"] = forgetting.fit(t["forgetting"])
     return {k: v for k, v in t.items() if v is not None and not v.empty}
 
 
