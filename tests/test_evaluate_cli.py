@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _models import perturb
+from _models import float64_logprobs, perturb
+from scipy.special import rel_entr
 
 from tunescope.checkpoints import ModelRef
 from tunescope.cli import main
 from tunescope.evaluate import EvalConfig, evaluate
+from tunescope.evaluate.engine import load_tokenizer, render_prompt
 from tunescope.evaluate.outputs import DIST_COLUMNS, SCORE_COLUMNS
+from tunescope.world import get_task
 
 DATA = Path(__file__).parent / "data"
 FAST = ["--n", "3", "--max-new-tokens", "8", "--batch-size", "4", "bootstrap=200"]
@@ -57,6 +60,18 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
         dist = dist.set_index("step")
         assert abs(dist.loc[10, "kl"]) < 1e-6 and dist.loc[20, "kl"] > 0  # step 10 is the reference itself
         assert (dist.mean_length > 0).all() and (dist.mean_entropy > 0).all()
+        # the forward KL of RL's Razor: along one T = 1 sample of the reference per KL prompt, drawn once
+        refs = (out / "reference_samples.jsonl").read_text()
+        drawn = [json.loads(line)["ids"] for line in refs.splitlines()]
+        assert len(drawn) == 2 and all(drawn)
+        assert abs(dist.loc[10, "fkl"]) < 1e-6 and dist.loc[20, "fkl_ci_low"] <= dist.loc[20, "fkl"]
+        tok = load_tokenizer(smoke_organism)
+        tuned = run_dir / "checkpoints" / "step-000020"
+        for ctx, resp, got in zip([render_prompt(tok, it.prompt) for it in get_task("maths").items("test", 2)],
+                                  drawn, str(dist.loc[20, "fkl_item_sums"]).split()):
+            lp_r = float64_logprobs(smoke_organism, ctx + resp)[len(ctx) - 1: len(ctx) - 1 + len(resp)]  # (L, V)
+            lp_c = float64_logprobs(tuned, ctx + resp)[len(ctx) - 1: len(ctx) - 1 + len(resp)]
+            assert float(got) == pytest.approx(rel_entr(np.exp(lp_r), np.exp(lp_c)).sum(), rel=1e-3) and float(got) > 0
         samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 2 * (3 + 3)  # 2 checkpoints x (3 generated maths + 3 loglik facts)
         assert {"model", "step", "suite", "item_id", "sample", "prompt", "completion", "extracted",
@@ -72,12 +87,18 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
                 fh.write(half)
         assert main(args) == 0
         assert "resuming: 2 checkpoint(s) already done" in capsys.readouterr().err
+        assert (out / "reference_samples.jsonl").read_text() == refs  # the resumed sweep kept the same samples
         scores = pd.read_csv(out / "scores.csv")
         assert sorted(scores["step"].unique()) == [10, 15, 20]
         assert len(scores) == 3 * len(scores[scores.step == 10])  # nothing duplicated
         assert len((out / "samples.jsonl").read_text().splitlines()) == 3 * 6
         assert json.loads((out / "eval.json").read_text())["failed"] == {}
         # another config into the same --out is refused
+        reps = pd.read_csv(out / "representations.csv")
+        assert sorted(reps["step"].unique()) == [10, 15, 20] and set(reps["suite"]) == {"maths", "facts"}
+        assert (reps["n_items"] == 3).all() and len(reps) == 3 * 2 * reps["layer"].nunique()  # nothing duplicated
+        step10 = reps[reps["step"] == 10]
+        assert np.allclose(step10["cka"], 1.0, atol=1e-6) and (reps[reps["step"] == 20]["cka"] < 1 - 1e-6).any()
         assert main([*args, "seed=1"]) == 2
         assert "different evaluation config" in capsys.readouterr().err
     finally:
@@ -211,8 +232,9 @@ def test_final_checkpoint_and_lone_models_get_n_final_items_the_others_their_fir
 def test_appending_to_a_table_an_older_version_wrote_keeps_its_rows_and_the_columns_aligned(tmp_path):
     from tunescope.evaluate.outputs import DIST_COLUMNS, append
 
-    old = DIST_COLUMNS[:-2]  # before the per-item KL columns
+    old = DIST_COLUMNS[:DIST_COLUMNS.index("kl_item_sums")]  # before the per-item KL and the forward KL columns
     pd.DataFrame([{c: 1 for c in old}]).to_csv(tmp_path / "distribution.csv", index=False)
     append(tmp_path, [], [], {c: 2 for c in DIST_COLUMNS})
     x = pd.read_csv(tmp_path / "distribution.csv")
     assert list(x.columns) == DIST_COLUMNS and list(x["kl"]) == [1, 2] and x["kl_item_sums"].isna().tolist() == [True, False]
+    assert x["fkl"].isna().tolist() == [True, False]

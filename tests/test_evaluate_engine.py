@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
-from _models import perturb
-from scipy.special import log_softmax, rel_entr
-from transformers import AutoModelForCausalLM
+from _models import float64_logprobs, perturb
+from scipy.special import rel_entr
 
 from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
 from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
@@ -32,14 +28,6 @@ def prompts(tok):
     items = get_task("maths").items("test", 2) + get_task("game24").items("test", 2) + \
         get_task("maths_hard").items("test", 2)
     return [render_prompt(tok, it.prompt) for it in items]
-
-
-def float64_logprobs(model_dir: Path, ids: list[int]) -> np.ndarray:
-    """Unbatched, unpadded forward pass; log-softmax in float64. (S, V)"""
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].double().numpy()
-    return log_softmax(logits, axis=-1)
 
 
 def test_prompt_uses_chat_template_with_system_prompt(tok):

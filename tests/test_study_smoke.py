@@ -219,3 +219,17 @@ def test_distribution_rows_carry_the_per_item_kl_they_pool(smoke_study):
         sums = np.asarray(str(r.kl_item_sums).split(), dtype=np.float64)
         tokens = np.asarray(str(r.kl_item_tokens).split(), dtype=np.float64)
         assert len(sums) == len(tokens) == 4 and math.isclose(sums.sum() / tokens.sum(), r.kl, rel_tol=1e-6, abs_tol=1e-9)
+    assert rows["fkl"].notna().all() and (rows["fkl"] > -1e-9).all()  # along the base's own samples
+
+
+def test_representation_drift_is_one_minus_the_seed_mean_cka_at_each_runs_last_checkpoint(smoke_study):
+    tables = smoke_study / "tables"
+    reps = pd.read_csv(tables / "representations.csv")
+    drift = pd.read_csv(tables / "representation_drift.csv")
+    assert (reps["cka"] <= 1 + 1e-9).all() and "base" not in set(drift["run"])
+    assert {"sft", "grpo"} <= set(drift["run"])
+    for r in drift.itertuples():
+        g = reps[(reps["run"] == r.run) & (reps["suite"] == r.suite) & (reps["layer"] == r.layer)]
+        last = g[g["step"] == g.groupby("seed", dropna=False)["step"].transform("max")]
+        assert len(last) == r.seeds and math.isclose(r.drift, 1 - last["cka"].mean(), abs_tol=1e-12)
+    assert (drift[drift["run"] == "sft"]["drift"] > 0).any()  # training moved something

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, PreTrainedTokenizerBase
@@ -228,6 +229,21 @@ class HFEngine:
             tgt = torch.tensor(continuations[i])  # (L,)
             out[i] = float(lp[torch.arange(len(tgt)), tgt].sum()) if len(tgt) else -math.inf
         return out
+
+    @torch.inference_mode()
+    def pooled_hidden_states(self, prompts: list[list[int]], k_last: int = 8, batch_size: int = 16) -> np.ndarray:
+        """Per prompt and layer (embeddings, then each block's output), the mean hidden state over the
+        prompt's last `k_last` tokens: (N, layers + 1, H), float64 (evaluate/representations.py).
+        Rows are left-padded, so every prompt ends in the last column."""
+        out = []
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = self._left_pad(prompts[start:start + batch_size])  # (B, S)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            hs = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True).hidden_states
+            m = mask[:, -k_last:, None].float()  # (B, k, 1): a prompt shorter than k pools what it has
+            pooled = [(h[:, -k_last:].float() * m).sum(1) / m.sum(1) for h in hs]  # layers + 1 of (B, H)
+            out.append(torch.stack(pooled, dim=1).double().cpu().numpy())  # (B, layers + 1, H)
+        return np.concatenate(out)
 
     def hf(self) -> HFEngine:
         """Itself: the HF engine already gives full-vocabulary log-probs."""

@@ -3,6 +3,7 @@
     samples.jsonl     one line per completion (or per multiple-choice pick)
     scores.csv        SCORE_COLUMNS, one row per (checkpoint, suite, metric)
     distribution.csv  DIST_COLUMNS, one row per checkpoint
+    representations.csv  REPR_COLUMNS, one row per (checkpoint, suite, layer)
     eval.json         resolved config, its hash, provenance, finished and failed checkpoints
 
 A checkpoint's rows are appended only once it is fully evaluated, then it is marked done in
@@ -28,7 +29,10 @@ from tunescope.provenance import provenance, write_json
 
 SCORE_COLUMNS = ["model", "path", "method", "step", "fraction", "suite", "metric", "value", "ci_low", "ci_high", "n"]
 DIST_COLUMNS = ["model", "path", "step", "fraction", "reference", "kl", "kl_ci_low", "kl_ci_high",
-                "mean_length", "mean_entropy", "n_tokens", "kl_item_sums", "kl_item_tokens"]
+                "mean_length", "mean_entropy", "n_tokens", "kl_item_sums", "kl_item_tokens",
+                "fkl", "fkl_ci_low", "fkl_ci_high", "fkl_item_sums", "fkl_item_tokens"]
+
+REPR_COLUMNS = ["model", "path", "step", "fraction", "suite", "layer", "cka", "n_items"]
 
 
 def key(m: ModelRef) -> str:
@@ -56,7 +60,7 @@ def open_out(out: Path, cfg: Any, suites: list[str], reference: Path | None) -> 
     elif any(out.iterdir()):
         raise UserError(f"output directory {out} is not empty and has no eval.json; choose another --out")
     done = {str(p) for p in state["done"]}
-    for name in ("scores.csv", "distribution.csv"):
+    for name in ("scores.csv", "distribution.csv", "representations.csv"):
         if (out / name).exists():
             if not (lines := whole_lines(out / name)):  # killed while writing the header
                 (out / name).unlink()
@@ -77,12 +81,13 @@ def write_state(out: Path, state: dict[str, Any]) -> None:
 
 
 def append(out: Path, samples: list[dict[str, Any]], scores: list[dict[str, Any]],
-           dist: dict[str, Any] | None) -> None:
+           dist: dict[str, Any] | None, reps: list[dict[str, Any]] | None = None) -> None:
     """Append one checkpoint's rows (dist None: no distribution row, e.g. lm-eval only)."""
     with open(out / "samples.jsonl", "a") as fh:
         for rec in samples:
             fh.write(json.dumps(rec, default=str) + "\n")
-    for name, rows, cols in (("scores.csv", scores, SCORE_COLUMNS), ("distribution.csv", [dist], DIST_COLUMNS)):
+    for name, rows, cols in (("scores.csv", scores, SCORE_COLUMNS), ("distribution.csv", [dist], DIST_COLUMNS),
+                             ("representations.csv", reps or [], REPR_COLUMNS)):
         if not rows or rows == [None]:
             continue
         f = out / name

@@ -2,9 +2,9 @@
 
     evaluate(models, ["maths", "game24_ood"], Path("eval"), EvalConfig(n=64))
 
-Life cycle: resolve suites and load their items once -> load the tokenizer once -> (reference model
-for KL, once) -> for each checkpoint: load it, generate and score every suite, measure KL / entropy /
-length, append its rows to the output files, mark it done in eval.json, free it. A checkpoint that
+Life cycle: resolve suites and load their items once -> load the tokenizer once -> (the reference,
+once: evaluate/reference.py) -> for each checkpoint: load it, generate and score every suite, measure
+KL / CKA to the reference, entropy and length, append its rows to the output files, mark it done in eval.json, free it. A checkpoint that
 fails is recorded and skipped; the others' results are kept, and a rerun with the same --out and
 config resumes after the last finished checkpoint (rows of an unfinished one are dropped first).
 
@@ -16,7 +16,11 @@ Outputs in `out/`:
                       (metrics: accuracy, answer_rate, pass@k / mean@k, and `outcome:<class>`, the
                       share of each class of a `Diagnosed` task)
     distribution.csv  model, path, step, fraction, reference, kl, kl_ci_low, kl_ci_high, mean_length,
-                      mean_entropy, n_tokens
+                      mean_entropy, n_tokens, per-item KL sums and token counts, and fkl, fkl_ci_low,
+                      fkl_ci_high (the same KL along samples of the reference instead of gold solutions)
+    representations.csv  model, path, step, fraction, suite, layer, cka, n_items: linear CKA of the
+                      checkpoint's hidden states to the reference's on the suite's first cka_items prompts
+    reference_samples.jsonl  the reference's sampled responses to the KL prompts, drawn once per sweep
     eval.json         resolved config, provenance, finished and failed checkpoints
 """
 
@@ -37,7 +41,8 @@ from tqdm.auto import tqdm
 from tunescope.checkpoints import ModelRef
 from tunescope.errors import UserError
 from tunescope.evaluate.outputs import SCORE_COLUMNS, append, key, open_out, write_state
-from tunescope.evaluate.prepare import LET, Suite, option_text, prepare, prepare_kl
+from tunescope.evaluate.prepare import LET, Suite, option_text, prepare
+from tunescope.evaluate.reference import Reference, load_reference
 from tunescope.evaluate.stats import bootstrap_ci, ks_for, pass_at_k
 from tunescope.world.task import Diagnosed, Item, Task
 
@@ -68,6 +73,9 @@ class EvalConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
     kl_items: int = 32  # gold completions teacher-forced for KL (needs a reference); 0 = no KL
     kl_suite: str | None = None  # suite whose gold solutions are used for KL; default: first generative one
+    kl_sampled: bool = True  # also the forward KL on samples of the reference (T = 1) on the same prompts (RL's Razor)
+    cka_items: int = 64  # prompts per suite for per-layer linear CKA to the reference (needs one); 0 = no CKA
+    cka_suites: list[str] = field(default_factory=list)  # suites compared by CKA; default: every evaluated suite
     bootstrap: int = 2000  # bootstrap resamples for the 95% intervals
     tokenizer: str | None = None  # tokenizer directory; default: the first model's
     lm_eval: list[str] = field(default_factory=list)  # lm-evaluation-harness task names
@@ -81,6 +89,8 @@ class EvalConfig:
                             "(0 = all items)")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.n_samples < 1:
             raise UserError("eval: max_new_tokens >= 1, batch_size >= 1 and n_samples >= 1 are required")
+        if self.cka_items < 0 or self.kl_items < 0:
+            raise UserError("eval: kl_items and cka_items must be >= 0 (0 = off)")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise UserError("eval: temperature must be >= 0 and top_p in (0, 1]")
         if self.n_samples > 1 and self.temperature == 0:
@@ -110,18 +120,17 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
 
     tok = load_tokenizer(cfg.tokenizer or models[0].path)
     prepared = [prepare(name, task, tok, cfg, render_prompt) for name, task in tasks.items()]
-    kl_ctx, kl_resp = prepare_kl(prepared, tasks, tok, cfg, render_prompt) if reference else ([], [])
-    ref_engine = _reference_engine(reference, tok, cfg) if kl_ctx and todo else None
+    ref = load_reference(reference, out, prepared, tasks, tok, cfg, render_prompt) if todo else None
 
     final = _finals(models)
     for m in tqdm(todo, desc="checkpoints", disable=len(todo) < 2):
         engine = None
         try:
-            samples, scores, dist = [], [], None
+            samples, scores, dist, reps = [], [], None, []
             if prepared:
                 engine = _make_engine(m.path, tok, cfg)
-                samples, scores, dist = _evaluate_one(m, engine, [s.head(key(m) in final) for s in prepared], cfg,
-                                                      ref_engine, kl_ctx, kl_resp, reference)
+                samples, scores, dist, reps = _evaluate_one(m, engine, [s.head(key(m) in final) for s in prepared],
+                                                            cfg, ref, reference)
                 engine.close()
             if cfg.lm_eval:
                 from tunescope.evaluate.lmeval import run_lm_eval
@@ -137,7 +146,7 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
         finally:
             if engine is not None:
                 engine.close()
-        append(out, samples, scores, dist)
+        append(out, samples, scores, dist, reps)
         state["done"].append(key(m))
         state["failed"].pop(key(m), None)
         write_state(out, state)
@@ -162,16 +171,6 @@ def _finals(models: list[ModelRef]) -> set[str]:
     return {key(m) for m in last.values()}
 
 
-def _reference_engine(reference: Path | None, tok: Any, cfg: EvalConfig) -> Engine:
-    """The reference model of the KL analysis, loaded once for the whole sweep."""
-    from tunescope.evaluate.engine import HFEngine
-
-    try:
-        return HFEngine(reference, tok, cfg.device, cfg.dtype)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the reference model {reference}: {str(e).splitlines()[0]}") from None
-
-
 def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:
     from tunescope.evaluate.vllm_engine import vllm_available
 
@@ -187,8 +186,8 @@ def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:
 
 
 # ------------------------------------------------------------------------------------------ one checkpoint
-def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[Suite], cfg: EvalConfig, ref_engine: Engine | None,
-                  kl_ctx: list[list[int]], kl_resp: list[list[int]], reference: Path | None):
+def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[Suite], cfg: EvalConfig, ref: Reference | None,
+                  reference: Path | None):
     samples: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     lengths, ent_sum, ent_steps = [], 0.0, 0
@@ -228,21 +227,16 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[Suite], cfg: EvalC
             scores.append(_metric(m, s.name, "accuracy", acc, cfg))
             scores.append(_metric(m, s.name, "accuracy_norm", acc_norm, cfg))
 
-    kl, kl_lo, kl_hi, n_tok, sums, counts = float("nan"), float("nan"), float("nan"), 0, [], []
-    if ref_engine is not None and kl_ctx:
-        from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
-
-        hf = engine.hf()
-        sums, counts = teacher_forced_kl(ref_engine, hf, kl_ctx, kl_resp, batch_size=cfg.batch_size)
-        kl, kl_lo, kl_hi = pooled_kl(sums, counts, seed=cfg.seed, n_resamples=cfg.bootstrap)
-        n_tok = int(sum(counts))
     dist = {"model": m.name, "path": str(m.path), "step": m.step, "fraction": m.fraction,
-            "reference": str(reference) if reference else None, "kl": kl, "kl_ci_low": kl_lo,
-            "kl_ci_high": kl_hi, "mean_length": float(np.mean(lengths)) if lengths else float("nan"),
-            "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": n_tok,
-            # per KL item (same items and order for every model of a sweep): so that two models' KL can pair
-            "kl_item_sums": " ".join(f"{x:.9g}" for x in sums), "kl_item_tokens": " ".join(map(str, counts))}
-    return samples, scores, dist
+            "reference": str(reference) if reference else None,
+            "mean_length": float(np.mean(lengths)) if lengths else float("nan"),
+            "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": 0}
+    reps = []
+    if ref is not None:
+        cols, reps = ref.measure(engine.hf())
+        dist.update(cols)
+        reps = [{"model": m.name, "path": str(m.path), "step": m.step, "fraction": m.fraction, **r} for r in reps]
+    return samples, scores, dist, reps
 
 
 def _generative(s: Suite, cfg: EvalConfig) -> bool:

@@ -31,6 +31,7 @@ def build_report(manifest: dict[str, Any], out: str | Path) -> Path:
         "tradeoff": figures.tradeoff(t.get("tradeoff")),
         "kl": figures.kl_and_length(t.get("distribution")),
         "forgetting": figures.forgetting(t.get("forgetting"), t.get("forgetting_fit")),
+        "representations": figures.representation_drift(t.get("representation_drift")),
         "heatmaps": figures.heatmaps(t.get("weight_change_final")),
         "trajectories": figures.trajectories(t.get("module_trajectory")),
         "ranking": figures.ranking(t.get("module_ranking")),

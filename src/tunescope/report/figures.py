@@ -117,13 +117,17 @@ def kl_and_length(dist: pd.DataFrame) -> str | None:
     col = _colours(runs)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     for run in runs:
-        g = d[d["run"] == run].groupby("fraction")[["kl", "kl_ci_low", "kl_ci_high", "mean_length"]].mean()
+        cols = [c for c in ("kl", "kl_ci_low", "kl_ci_high", "fkl", "mean_length") if c in d]
+        g = d[d["run"] == run].groupby("fraction")[cols].mean()
         style = STYLE.get(d.loc[d["run"] == run, "kind"].iloc[0], "-")
         lab = d.loc[d["run"] == run, "label"].iloc[0]
         a1.plot(g.index, g["kl"], style, color=col[run], marker=".", label=lab)
         a1.fill_between(g.index, g["kl_ci_low"], g["kl_ci_high"], color=col[run], alpha=0.12, lw=0)
+        if "fkl" in g and g["fkl"].notna().any():  # along samples of the base: hollow markers, thin line
+            a1.plot(g.index, g["fkl"], style, color=col[run], marker="o", mfc="none", ms=3, lw=0.6)
         a2.plot(g.index, g["mean_length"], style, color=col[run], marker=".", label=lab)
     a1.set(xlabel="fraction of training", ylabel="KL(base || checkpoint) per token")
+    a1.set_title("dots: along gold solutions; circles: along samples of the base (RL's Razor)", fontsize=8)
     a2.set(xlabel="fraction of training", ylabel="mean completion length (tokens)")
     a1.legend(fontsize=7)
     return png(fig)
@@ -141,7 +145,7 @@ def forgetting(pts: pd.DataFrame | None, fit: pd.DataFrame | None) -> str | None
         return None
     runs = list(dict.fromkeys(pts["run"]))
     col = _colours(runs)
-    fig, axes = _grid(len(cols), ncols=2, w=4.6, h=3.4)
+    fig, axes = _grid(len(cols), ncols=3, w=4.2, h=3.4)
     for ax, c in zip(axes, cols):
         for run in runs:
             g = pts[pts["run"] == run].dropna(subset=[c, "ood_drop"])
@@ -155,6 +159,28 @@ def forgetting(pts: pd.DataFrame | None, fit: pd.DataFrame | None) -> str | None
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(xlabel=PREDICTORS[c], ylabel="OOD drop from the base")
     axes[0].legend(fontsize=6)
+    return png(fig)
+
+
+def representation_drift(drift: pd.DataFrame | None) -> str | None:
+    """1 - CKA to the base at the last checkpoint: one panel per suite, runs x layers."""
+    if drift is None or drift.empty:
+        return None
+    suites = list(dict.fromkeys(drift["suite"]))
+    labels = list(dict.fromkeys(drift["label"]))
+    fig, axes = _grid(len(suites), ncols=3, w=4.0, h=0.5 + 0.28 * len(labels))
+    top = float(drift["drift"].max()) or 1.0
+    for ax, suite in zip(axes, suites):
+        g = drift[drift["suite"] == suite].pivot_table(index="label", columns="layer", values="drift", sort=False)
+        g = g.reindex(index=[lab for lab in labels if lab in g.index])
+        im = ax.imshow(g.to_numpy(float), aspect="auto", cmap="magma", vmin=0, vmax=top)
+        ax.set_yticks(range(len(g.index)), g.index, fontsize=6)
+        ax.set_xticks(range(len(g.columns)), ["emb" if c == 0 else str(c) for c in g.columns], fontsize=6)
+        ax.set_title(suite, fontsize=8)
+        ax.set_xlabel("layer (0: embeddings)", fontsize=7)
+    cb = fig.colorbar(im, ax=axes, fraction=0.03)
+    cb.ax.tick_params(labelsize=6)
+    cb.set_label("1 - linear CKA to the base", fontsize=7)
     return png(fig)
 
 

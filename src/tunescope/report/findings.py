@@ -269,12 +269,15 @@ def _forgetting(t: dict[str, pd.DataFrame]) -> list[Finding]:
     text = (f"Forgetting predictor, over {int(f['points'].max())} checkpoints of {int(f['runs'].max())} runs: the OOD "
             f"drop from the base against {' and against '.join(parts)} (RL's Razor reports R² ≈ 0.71 for forward KL "
             "on LLM tasks).")
-    if "kl" in f.index and pd.notna(f.loc["kl", "r2_minus_rel_change"]):
-        k = f.loc["kl"]
-        diff = f"R²(KL) − R²(weight change) {k['r2_minus_rel_change']:+.2f} [{k['diff_ci_low']:+.2f}, {k['diff_ci_high']:+.2f}]"
+    ranked = [p for p in ("fkl", "kl") if p in f.index and pd.notna(f.loc[p, "r2_minus_rel_change"])]
+    if ranked:  # the forward KL on samples of the base (RL's Razor) when measured, else the gold-solution KL
+        k, name = f.loc[ranked[0]], {"fkl": "forward KL", "kl": "KL"}[ranked[0]]
+        diff = (f"R²({name}) − R²(weight change) {k['r2_minus_rel_change']:+.2f} "
+                f"[{k['diff_ci_low']:+.2f}, {k['diff_ci_high']:+.2f}]")
         verdict = verdict_of(k["diff_ci_low"], k["diff_ci_high"])
         text += (f" {diff}, paired over the same resamples: " +
-                 {"supported": "KL predicts it better.", "not supported": "the weight change predicts it better."}.get(
+                 {"supported": f"the {name} predicts it better.",
+                  "not supported": "the weight change predicts it better."}.get(
                      verdict, "this study cannot rank the two predictors."))
     return [Finding("distribution", text)]
 

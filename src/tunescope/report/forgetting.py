@@ -5,16 +5,22 @@ E_x KL(pi_0 || pi_theta) on the new task's prompts, across methods and checkpoin
 measures of how far a model moved. Here, over every checkpoint (step > 0) of every run trained from
 the base with every tensor trainable, and every seed:
 
-    ood_drop  = mean accuracy of the run's OOD suites at step 0 (the base) - at the checkpoint
-    kl        = per-token KL(base || checkpoint) on the training task's prompts (distribution.csv)
+    ood_drop   = mean accuracy of the run's OOD suites at step 0 (the base) - at the checkpoint
+    fkl        = forward KL(base || checkpoint) per token along one T = 1 sample of the base per
+                 held-out prompt of the training task (distribution.csv): RL's Razor's predictor
+    kl         = the same per-token KL along the prompts' gold solutions (Rajani et al.'s KL analysis)
     rel_change = layer-mean relative weight change ||W - W_0||_F / ||W_0||_F (diff, module "all")
 
 and a least-squares line ood_drop = a + b * predictor for each predictor, with R^2 (the squared
 Pearson correlation) and its 95% interval from a cluster bootstrap that resamples whole runs
-(run x seed), since a run's checkpoints are not independent of one another.
-Deviation from RL's Razor: the KL is teacher-forced on the task's held-out gold solutions (the KL
-analysis of Rajani et al.), not on samples of pi_0; both estimate how far the checkpoint's
-distribution moved on the task's prompts, but not the same expectation.
+(run x seed), since a run's checkpoints are not independent of one another; on each KL row also
+R^2(KL) - R^2(rel_change), paired over the same resamples.
+
+How fkl relates to RL's Razor's E_x KL(pi_0 || pi_theta): summed over a response, the full-vocabulary
+KL at each position along y ~ pi_0 is an unbiased estimate of the sequence-level KL (chain rule),
+with less variance than log pi_0(y) - log pi_theta(y). The samples are drawn once per sweep, so every
+checkpoint is scored along the same responses and the per-token mean is the per-sequence mean over a
+constant: R^2 is the same for either. RL's Razor samples many responses per prompt; here there is one.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PREDICTORS = {"kl": "KL(base || model) per token, task prompts", "rel_change": "relative weight change"}
+PREDICTORS = {"fkl": "forward KL(base || model) per token, base samples",
+              "kl": "KL(base || model) per token, gold solutions", "rel_change": "relative weight change"}
+KL_PREDICTORS = ("fkl", "kl")  # each is ranked against rel_change
 
 
 def points(tradeoff: pd.DataFrame | None, distribution: pd.DataFrame | None, trajectory: pd.DataFrame | None,
            runs: pd.DataFrame | None) -> pd.DataFrame | None:
-    """One row per checkpoint (step > 0) of a plain run: ood_drop, kl, rel_change (NaN where missing)."""
+    """One row per checkpoint (step > 0) of a plain run: ood_drop and each predictor (NaN where missing)."""
     if tradeoff is None or runs is None or tradeoff.empty:
         return None
     plain = runs[(runs["init"] == "base") & (runs["freeze"].fillna("") == "") & (runs["train_only"].fillna("") == "")]
@@ -39,8 +47,9 @@ def points(tradeoff: pd.DataFrame | None, distribution: pd.DataFrame | None, tra
     tr["ood_drop"] = [base.get((r, s), np.nan) - o for r, s, o in zip(tr["run"], tr["seed"], tr["ood"])]
     keys = ["run", "seed", "step"]
     out = tr[["run", "label", "method", "seed", "step", "fraction", "ood_drop"]]
-    if distribution is not None and "kl" in distribution:
-        out = out.merge(distribution[keys + ["kl"]].drop_duplicates(keys), on=keys, how="left")
+    kls = [c for c in KL_PREDICTORS if distribution is not None and c in distribution]
+    if kls:
+        out = out.merge(distribution[keys + kls].drop_duplicates(keys), on=keys, how="left")
     if trajectory is not None and not trajectory.empty:
         w = trajectory[trajectory["module"] == "all"][keys + ["mean_rel_change"]].drop_duplicates(keys)
         out = out.merge(w.rename(columns={"mean_rel_change": "rel_change"}), on=keys, how="left")
@@ -82,11 +91,11 @@ def _interval(v: np.ndarray) -> tuple[float, float]:
 
 def fit(pts: pd.DataFrame | None, *, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame | None:
     """Per predictor: n points, n runs (clusters), slope, intercept, R^2 and its cluster-bootstrap 95%
-    interval; on the `kl` row also R^2(kl) - R^2(rel_change) on the checkpoints that have both, with
+    interval; on each KL row also R^2(KL) - R^2(rel_change) on the checkpoints that have both, with
     its paired interval (both fits on the same resamples)."""
     if pts is None or pts.empty:
         return None
-    rows = []
+    rows = {}
     for col, what in PREDICTORS.items():
         d = pts.dropna(subset=[col, "ood_drop"])
         clusters = [g for _, g in d.groupby(["run", "seed"])]
@@ -94,15 +103,16 @@ def fit(pts: pd.DataFrame | None, *, n_resamples: int = 2000, seed: int = 0) -> 
         lo = hi = float("nan")
         if len(clusters) >= 3 and np.isfinite(r2):
             lo, hi = _interval(_boot_r2(clusters, [col], n_resamples, seed)[:, 0])
-        rows.append({"predictor": col, "what": what, "points": len(d), "runs": len(clusters), "slope": b,
+        rows[col] = {"predictor": col, "what": what, "points": len(d), "runs": len(clusters), "slope": b,
                      "intercept": a, "r2": r2, "r2_ci_low": lo, "r2_ci_high": hi, "r2_minus_rel_change": np.nan,
-                     "diff_ci_low": np.nan, "diff_ci_high": np.nan})
-    both = pts.dropna(subset=[*PREDICTORS, "ood_drop"])
-    clusters = [g for _, g in both.groupby(["run", "seed"])]
-    if len(clusters) >= 3:
-        diff = r_squared(both["kl"], both["ood_drop"])[0] - r_squared(both["rel_change"], both["ood_drop"])[0]
-        boot = _boot_r2(clusters, list(PREDICTORS), n_resamples, seed)
-        lo, hi = _interval(boot[:, 0] - boot[:, 1])
-        rows[0].update({"r2_minus_rel_change": diff, "diff_ci_low": lo, "diff_ci_high": hi})
-    out = pd.DataFrame(rows)
+                     "diff_ci_low": np.nan, "diff_ci_high": np.nan}
+    for col in KL_PREDICTORS:
+        both = pts.dropna(subset=[col, "rel_change", "ood_drop"])
+        clusters = [g for _, g in both.groupby(["run", "seed"])]
+        if len(clusters) >= 3:
+            diff = r_squared(both[col], both["ood_drop"])[0] - r_squared(both["rel_change"], both["ood_drop"])[0]
+            boot = _boot_r2(clusters, [col, "rel_change"], n_resamples, seed)
+            lo, hi = _interval(boot[:, 0] - boot[:, 1])
+            rows[col].update({"r2_minus_rel_change": diff, "diff_ci_low": lo, "diff_ci_high": hi})
+    out = pd.DataFrame(list(rows.values()))
     return out if (out["points"] > 0).any() else None

@@ -67,8 +67,10 @@ def collect(manifest: dict[str, Any]) -> dict[str, pd.DataFrame]:
                                "source": "imported" if v.get("imported") else "trained"}
                               for r, v in manifest["runs"].items()])
     t["compute"] = _compute(manifest)
-    scores, dist = _evaluations(manifest)
+    scores, dist, reps = _evaluations(manifest)
     t["scores"], t["distribution"] = scores, dist
+    t["representations"] = reps
+    t["representation_drift"] = _representation_drift(reps)
     if not scores.empty:
         t["seed_spread"] = _seed_spread(scores)
         t["final"] = _final(manifest, scores)
@@ -122,8 +124,8 @@ def _compute(manifest: dict[str, Any]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ evaluations
-def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    scores, dists = [], []
+def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    scores, dists, reps = [], [], []
     for name, rec in _stages(manifest, "evaluate").items():
         run, seed = _run_seed(name)
         d = Path(rec["dir"])
@@ -135,6 +137,9 @@ def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
         x = _read(d / "distribution.csv")
         if x is not None:
             dists.append(x.assign(**ident))
+        r = _read(d / "representations.csv")
+        if r is not None:
+            reps.append(r.assign(**ident))
     scores_df = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame()
     dist_df = pd.concat(dists, ignore_index=True) if dists else pd.DataFrame()
     scores_df, dist_df = _with_step0(manifest, scores_df), _with_step0(manifest, dist_df)
@@ -145,7 +150,27 @@ def _evaluations(manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not scores_df.empty:
         scores_df = scores_df[["run", "label", "kind", "seed", "model", "path", "step", "fraction", "suite",
                                "metric", "value", "ci_low", "ci_high", "n"]]
-    return scores_df, dist_df
+    reps_df = pd.concat(reps, ignore_index=True) if reps else pd.DataFrame()
+    if not reps_df.empty:
+        reps_df["fraction"] = reps_df["fraction"].astype(float).fillna(1.0)
+        reps_df["step"] = reps_df["step"].fillna(-1).astype(int)
+    return scores_df, dist_df, reps_df
+
+
+def _representation_drift(reps: pd.DataFrame) -> pd.DataFrame | None:
+    """1 - CKA to the base at each run's (and edited model's) last checkpoint, per suite and layer, the
+    mean over seeds (evaluate/representations.py)."""
+    if reps.empty:
+        return None
+    r = reps[reps["run"] != "base"]
+    last = r[r["step"] == r.groupby(["run", "seed"], dropna=False)["step"].transform("max")]
+    if last.empty:
+        return None
+    g = last.groupby(["run", "label", "kind", "suite", "layer"], sort=False)
+    out = g["cka"].agg(["mean", "min", "max", "count"]).reset_index()
+    return pd.DataFrame({"run": out["run"], "label": out["label"], "kind": out["kind"], "suite": out["suite"],
+                         "layer": out["layer"], "drift": 1 - out["mean"], "drift_min": 1 - out["max"],
+                         "drift_max": 1 - out["min"], "seeds": out["count"]})
 
 
 def _with_step0(manifest: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
