@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +260,10 @@ def test_cli_writes_a_model(pair, tmp_path, capsys):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert "14 tensors edited" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "14 tensors edited" in cap.out
+    # before the SVDs, an estimate from one timed SVD: "about N s|min for M matrices on T threads"
+    assert re.search(r"^about \d+ (s|min) for 14 matrices on 1 threads$", cap.err, re.M), cap.err
     info = json.loads((out / "tunescope.json").read_text())["intervention"]
     assert info["edited_tensors"] == 14 and info["layer_range"] == [0, 1]  # 7 matrices x 2 layers
 

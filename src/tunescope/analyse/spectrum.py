@@ -281,7 +281,13 @@ def svd_rate(dev: torch.device, dtype: torch.dtype, size: int = 384) -> float:
 def estimate(shapes: list[tuple[int, int]], null_draws: int, rate: float, where: str) -> str:
     """One line such as "about 40 min for 224 matrices on 2 threads": each matrix costs 2 + null_draws
     SVDs plus REST_IN_SVDS, at `rate` seconds per unit of `svd_work`."""
-    sec = rate * (2 + null_draws + REST_IN_SVDS) * sum(svd_work(m, n) for m, n in shapes)
+    return estimate_line(shapes, 2 + null_draws + REST_IN_SVDS, rate, where)
+
+
+def estimate_line(shapes: list[tuple[int, int]], svds: float, rate: float, where: str) -> str:
+    """"about T for N matrices on WHERE" for work of `svds` SVDs per matrix at `rate` (see `svd_rate`);
+    also used by `restore`."""
+    sec = rate * svds * sum(svd_work(m, n) for m, n in shapes)
     took = f"{sec / 60:.0f} min" if sec >= 90 else f"{max(sec, 1):.0f} s"
     return f"about {took} for {len(shapes)} matrices on {where}"
 

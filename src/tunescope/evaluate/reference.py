@@ -98,17 +98,23 @@ def _samples(out: Path, ref: HFEngine, contexts: list[list[int]], tok: Any, cfg:
     """One sampled response (T = 1; token ids, + end of sequence unless truncated) of the reference to
     each KL prompt, for the forward KL of RL's Razor. Drawn once per sweep and kept in
     reference_samples.jsonl, so a resumed sweep scores its remaining checkpoints along the same samples."""
+    import os
+
+    from tunescope.fsutil import whole_lines
+
     f = out / "reference_samples.jsonl"
     if f.exists():
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in whole_lines(f)]
         if len(rows) == len(contexts):
             return [r["ids"] for r in rows]
     gens = ref.generate(contexts, max_new_tokens=cfg.max_new_tokens, temperature=1.0, top_p=1.0,
                         batch_size=cfg.batch_size, seed=cfg.seed, progress="reference samples for the forward KL")
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     ids = [list(g[0].ids) + ([] if g[0].truncated else eos) for g in gens]
-    f.write_text("".join(json.dumps({"item": i, "ids": r, "text": g[0].text}) + "\n"
-                         for i, (r, g) in enumerate(zip(ids, gens))))
+    tmp = out / ".reference_samples.jsonl.tmp"  # written whole, then renamed: a kill leaves no half file
+    tmp.write_text("".join(json.dumps({"item": i, "ids": r, "text": g[0].text}) + "\n"
+                           for i, (r, g) in enumerate(zip(ids, gens))))
+    os.replace(tmp, f)
     return ids
 
 

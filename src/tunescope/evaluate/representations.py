@@ -15,8 +15,9 @@ the same words (a shared closing instruction, then the template's end of turn an
 which would give every prompt the same pooled state in the first layers, so here the anchor is the
 end of each prompt once the suffix all of the suite's prompts share is cut (`anchored`): the last K
 tokens in which the prompts differ. A causal model's states there do not depend on what follows.
-Deviation: every layer is compared (the embeddings and each block's output, as `hidden_states`
-gives them), not only the last.
+Deviation: every layer is compared, not only the last: `hidden_states` index j is the embeddings
+(j = 0), then the output of block j - 1; transformers returns the last block's output after the final
+norm (what feeds the LM head, Jin et al.'s `hidden_into_head`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@
 
 Life cycle: resolve suites and load their items once -> load the tokenizer once -> (the reference,
 once: evaluate/reference.py) -> for each checkpoint: load it, generate and score every suite, measure
-KL / CKA to the reference, entropy and length, append its rows to the output files, mark it done in eval.json, free it. A checkpoint that
-fails is recorded and skipped; the others' results are kept, and a rerun with the same --out and
-config resumes after the last finished checkpoint (rows of an unfinished one are dropped first).
+KL and CKA to the reference, entropy and length, append its rows to the output files, mark it done in
+eval.json, free it. A checkpoint that fails is recorded and skipped; the others' results are kept,
+and a rerun with the same --out and config resumes after the last finished checkpoint (rows of an
+unfinished one are dropped first).
 
 Outputs in `out/`:
     samples.jsonl     one line per completion: model, path, step, suite, item_id, sample, mode,

@@ -41,6 +41,8 @@ from tunescope.provenance import provenance, write_json
 from tunescope.weights import ShardWriter, WeightFiles
 
 SVD_METHODS = ("direction", "full", "values")
+SVDS_PER_EDIT = {"direction": 2.0, "full": 2.0, "values": 2.0}  # REF's and TARGET's decompositions (values:
+# svdvals of REF, counted as a full SVD: an upper bound); the rebuild U diag(σ) Vᵀ is small beside them
 # Files copied from TARGET besides the weights (config, tokenizer, generation config, remote code).
 AUX_FILES = ("config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
              "added_tokens.json", "vocab.*", "merges.txt", "chat_template.*", "preprocessor_config.json", "*.py")
@@ -215,6 +217,17 @@ def restore(ref: str | Path, target: str | Path, out: str | Path, method: str, *
     _check_pair(ref_w, tgt_w, chosen)
     _check_finite(ref_w, tgt_w, chosen)
     edit = set(chosen)
+
+    if progress and method in SVD_METHODS:  # the SVDs dominate: say how long before starting them
+        import sys
+
+        from tunescope.analyse.spectrum import estimate_line, svd_rate
+
+        dev = torch.device(device)
+        where = f"{torch.get_num_threads()} threads" if dev.type == "cpu" else str(dev)
+        shapes = [tgt_w.shape(n) for n in chosen]
+        rate = svd_rate(dev, torch.float64 if precision == "float64" else torch.float32)
+        print(estimate_line(shapes, SVDS_PER_EDIT[method], rate, where), file=sys.stderr, flush=True)
 
     records = []
     with atomic_dir(out) as tmp:

@@ -175,9 +175,10 @@ def representation_drift(drift: pd.DataFrame | None) -> str | None:
         g = g.reindex(index=[lab for lab in labels if lab in g.index])
         im = ax.imshow(g.to_numpy(float), aspect="auto", cmap="magma", vmin=0, vmax=top)
         ax.set_yticks(range(len(g.index)), g.index, fontsize=6)
-        ax.set_xticks(range(len(g.columns)), ["emb" if c == 0 else str(c) for c in g.columns], fontsize=6)
+        # hidden_states index j: the embeddings (0), then block j-1's output, the last one after the final norm
+        ax.set_xticks(range(len(g.columns)), ["emb" if c == 0 else str(c - 1) for c in g.columns], fontsize=6)
         ax.set_title(suite, fontsize=8)
-        ax.set_xlabel("layer (0: embeddings)", fontsize=7)
+        ax.set_xlabel("after block (the weight heatmaps' layer)", fontsize=7)
     cb = fig.colorbar(im, ax=axes, fraction=0.03)
     cb.ax.tick_params(labelsize=6)
     cb.set_label("1 - linear CKA to the base", fontsize=7)
