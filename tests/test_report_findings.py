@@ -211,3 +211,38 @@ def test_kl_claim_pairs_the_two_runs_over_the_kl_items():
     (h,) = [x for x in compute({"distribution": d.drop(columns=["kl_item_sums", "kl_item_tokens"]), "runs": runs})
             if x.claim_id == "grpo_drifts_less"]
     assert "no per-item KL" in h.text and math.isnan(h.ci_low)
+
+
+def test_forward_kl_claim_pairs_along_the_same_base_samples_only():
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(5, 40, 30)
+    sft, grpo = rng.gamma(2.0, 0.3, 30) * tokens, rng.gamma(2.0, 0.2, 30) * tokens  # per-item forward KL sums
+
+    def row(run, sums, counts):
+        return {"run": run, "kind": run, "seed": 0, "step": 60, "kl": 0.1, "kl_ci_low": 0.08, "kl_ci_high": 0.12,
+                "fkl": sums.sum() / counts.sum(), "fkl_item_sums": " ".join(f"{x:.9g}" for x in sums),
+                "fkl_item_tokens": " ".join(map(str, counts))}
+    d = pd.DataFrame([row("sft", sft, tokens), row("grpo", grpo, tokens)])
+    runs = _comparisons((0.3, 0.2, 0.4), (-0.2, -0.3, -0.1))["runs"]
+    (f,) = [x for x in compute({"distribution": d, "runs": runs}) if x.claim_id == "rl_kl_minimal"]
+    want = (grpo.sum() - sft.sum()) / tokens.sum()
+    assert f.effect == pytest.approx(want, rel=1e-9) and f.ci_low < want < f.ci_high < 0 and f.verdict == "supported"
+    assert CLAIMS["rl_kl_minimal"].paper.startswith("Shenfeld")
+    # scored along other samples (another machine's draw: other lengths): no paired claim at all
+    other = pd.DataFrame([row("sft", sft, tokens), row("grpo", grpo, tokens + 1)])
+    assert not [x for x in compute({"distribution": other, "runs": runs}) if x.claim_id == "rl_kl_minimal"]
+
+
+def test_forgetting_predictor_claim_is_made_on_the_forward_kl_only():
+    fit = pd.DataFrame([
+        {"predictor": "fkl", "what": "forward KL", "points": 40, "runs": 8, "r2": 0.8, "r2_ci_low": 0.6,
+         "r2_ci_high": 0.9, "r2_minus_rel_change": 0.3, "diff_ci_low": 0.1, "diff_ci_high": 0.5},
+        {"predictor": "kl", "what": "gold KL", "points": 40, "runs": 8, "r2": 0.5, "r2_ci_low": 0.3,
+         "r2_ci_high": 0.7, "r2_minus_rel_change": 0.0, "diff_ci_low": -0.1, "diff_ci_high": 0.1},
+        {"predictor": "rel_change", "what": "weight change", "points": 40, "runs": 8, "r2": 0.5, "r2_ci_low": 0.3,
+         "r2_ci_high": 0.7, "r2_minus_rel_change": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan}])
+    (f,) = [x for x in compute({"forgetting_fit": fit}) if "Forgetting predictor" in x.text]
+    assert f.claim_id == "kl_predicts_forgetting" and f.verdict == "supported" and f.effect == pytest.approx(0.3)
+    assert (f.ci_low, f.ci_high) == (0.1, 0.5) and "forward KL" in f.text
+    (g,) = [x for x in compute({"forgetting_fit": fit[fit["predictor"] != "fkl"]}) if "Forgetting predictor" in x.text]
+    assert not g.claim_id  # the gold-solution KL is not RL's Razor's predictor: a finding, not a claim

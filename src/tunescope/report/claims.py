@@ -1,4 +1,4 @@
-"""The claims of the two original studies that a tunescope study tests, and the scorecard of verdicts.
+"""The claims of the original studies (and of RL's Razor) that a tunescope study tests, and the scorecard.
 
 A claim is data: the paper, what it says, the paper's own number, and what this study measures for
 it (`effect`). The findings (`report.findings`) compute the effect, its interval and the verdict
@@ -20,6 +20,7 @@ import pandas as pd
 
 RAJANI = "Rajani et al. 2025"
 JIN = "Jin et al. 2025"
+SHENFELD = "Shenfeld et al. 2025 (RL's Razor)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ CLAIMS = {c.id: c for c in [
     Claim("directions_at_edges", JIN, "Singular directions move most at the top and bottom of the spectrum, the "
           "bulk stays", "qualitative (figures)", "edge - bulk turn of matched singular vectors beyond a random update of the same "
           "size (degrees; interval over matrices)"),
+    Claim("rl_kl_minimal", SHENFELD, "RL moves less than SFT in forward KL on the new task's prompts",
+          "qualitative (RL's solutions are the KL-closest of those that solve the task)",
+          "forward KL(base||RL) - KL(base||SFT) per token along samples of the base, final checkpoints (paired "
+          "over the KL prompts)"),
+    Claim("kl_predicts_forgetting", SHENFELD, "The forward KL on the new task predicts forgetting better than weight "
+          "change", "R² ≈ 0.71 on LLM tasks (as summarised; not verified)",
+          "R²(forward KL) - R²(relative weight change) of the OOD drop over every checkpoint of the plain runs "
+          "(paired cluster bootstrap over run x seed)"),
 ]}
 
 SCORECARD_COLUMNS = ["claim", "paper", "subject", "paper_value", "effect", "ci_low", "ci_high", "verdict",

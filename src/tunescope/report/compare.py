@@ -168,20 +168,23 @@ def comparisons(manifest: dict[str, Any], acc: pd.DataFrame, runs: pd.DataFrame,
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _item_kl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per KL item, a run's final KL sums (mean over its seeds) and token counts; None when not recorded."""
-    if "kl_item_sums" not in rows or rows["kl_item_sums"].isna().any():
+def _item_kl(rows: pd.DataFrame, name: str = "kl") -> tuple[np.ndarray, np.ndarray] | None:
+    """Per KL item, a run's final KL sums (mean over its seeds) and token counts; None when not recorded
+    or when its seeds were scored along different responses (token counts that differ)."""
+    if f"{name}_item_sums" not in rows or rows[f"{name}_item_sums"].isna().any():
         return None
-    sums = [np.asarray(str(x).split(), dtype=np.float64) for x in rows["kl_item_sums"]]
-    tokens = np.asarray(str(rows["kl_item_tokens"].iloc[0]).split(), dtype=np.float64)
-    if not len(tokens) or any(len(x) != len(tokens) for x in sums):
+    sums = [np.asarray(str(x).split(), dtype=np.float64) for x in rows[f"{name}_item_sums"]]
+    counts = {str(x) for x in rows[f"{name}_item_tokens"]}
+    tokens = np.asarray(str(rows[f"{name}_item_tokens"].iloc[0]).split(), dtype=np.float64)
+    if len(counts) > 1 or not len(tokens) or any(len(x) != len(tokens) for x in sums):
         return None
     return np.mean(sums, axis=0), tokens
 
 
-def paired_kl(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float, float] | None:
-    """KL(a) − KL(b), token-pooled, with an item bootstrap over the KL items both were scored on."""
-    ka, kb = _item_kl(a), _item_kl(b)
+def paired_kl(a: pd.DataFrame, b: pd.DataFrame, name: str = "kl") -> tuple[float, float, float] | None:
+    """KL(a) − KL(b), token-pooled, with an item bootstrap over the KL items both were scored on; `name`
+    "fkl" pairs the forward KL along samples of the base (the same samples when the counts agree)."""
+    ka, kb = _item_kl(a, name), _item_kl(b, name)
     if ka is None or kb is None or len(ka[1]) != len(kb[1]) or not (ka[1] == kb[1]).all() or ka[1].sum() <= 0:
         return None
     n = ka[1]

@@ -253,6 +253,27 @@ def _kl(t: dict[str, pd.DataFrame]) -> list[Finding]:
         out.append(_claim("distribution", f"{g} KL {_g(m.loc[g, 'kl'])} against {s} {_g(m.loc[s, 'kl'])}: "
                                           f"difference {how}.", "grpo_drifts_less", verdict, f"{g} vs {s}", diff,
                           lo, hi, agree=agree, seeds=min(len(ks), len(kg))))
+    if "fkl" in last and last["fkl"].notna().any():
+        out += _forward_kl(last, [(s, g) for s, g in _pairs(t) if s in m.index and g in m.index])
+    return out
+
+
+def _forward_kl(last: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[Finding]:
+    """RL's Razor: the RL run's forward KL along samples of the base below the SFT run's, paired over
+    the KL prompts (only where both were scored along the same samples)."""
+    out = []
+    mean, per_seed = last.groupby("run")["fkl"].mean(), last.groupby(["run", "seed"])["fkl"].mean()
+    for s, g in pairs:
+        paired = paired_kl(last[last["run"] == g], last[last["run"] == s], "fkl")
+        if paired is None:
+            continue
+        diff, lo, hi = paired
+        ks, kg = per_seed.get(s, pd.Series(dtype=float)), per_seed.get(g, pd.Series(dtype=float))
+        agree = sum(a < b for a, b in zip(kg.to_numpy(), ks.to_numpy()))
+        out.append(_claim("distribution", f"{g} forward KL {_g(mean[g])} against {s} {_g(mean[s])} along samples of "
+                                          f"the base: difference {diff:+.3g} [{lo:+.3g}, {hi:+.3g}], paired over the "
+                                          "KL prompts.", "rl_kl_minimal", verdict_of(lo, hi, sign=-1), f"{g} vs {s}",
+                          diff, lo, hi, agree=agree, seeds=min(len(ks), len(kg))))
     return out
 
 
@@ -279,6 +300,10 @@ def _forgetting(t: dict[str, pd.DataFrame]) -> list[Finding]:
                  {"supported": f"the {name} predicts it better.",
                   "not supported": "the weight change predicts it better."}.get(
                      verdict, "this study cannot rank the two predictors."))
+        if ranked[0] == "fkl":  # RL's Razor's own predictor: a claim on the scorecard
+            return [_claim("distribution", text, "kl_predicts_forgetting", verdict,
+                           f"{int(k['points'])} checkpoints of {int(k['runs'])} runs", k["r2_minus_rel_change"],
+                           k["diff_ci_low"], k["diff_ci_high"])]
     return [Finding("distribution", text)]
 
 
