@@ -222,6 +222,11 @@ def test_per_run_evaluation_settings_and_the_base_scored_on_their_union(tmp_path
     assert eval_settings(cfg, "sft")["n"] == 4 and "n_by_suite" not in eval_settings(cfg, "sft")
     assert eval_settings(cfg, None)["n_by_suite"] == {"game24_ood": 0, "maths": 9}  # 0 = all wins
     assert eval_settings(cfg, None)["n_final_by_suite"] == {"game24": 0}
+    # KL on each run's own training task's prompts: 24-point runs on 24-point, maths runs on maths
+    assert eval_settings(cfg, "sft24")["kl_suite"] == "game24" and eval_settings(cfg, "sft")["kl_suite"] == "maths"
+    assert eval_settings(cfg, None).get("kl_suite") is None  # the base: KL to itself is 0 on any suite
+    kept = load_study(preset="smoke", overrides=["runs.sft24.evaluation={kl_suite: maths}"])
+    assert eval_settings(kept, "sft24")["kl_suite"] == "maths"  # what a run sets wins
     stages = {s.name: s for s in build_stages(resolve(cfg), tmp_path)}
     assert stages["evaluate/sft24/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}
     assert stages["evaluate/restore_top20/s0"].config["settings"]["n_by_suite"] == {"game24_ood": 0}  # from sft24
@@ -245,7 +250,7 @@ def test_an_override_cannot_add_a_run_by_a_typo():
     assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4
 
 
-@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "8 runs, 78 stages")])
+@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "9 runs, 87 stages")])
 def test_the_shipped_recipe_studies_plan(name, plan, tmp_path, capsys):
     """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) and methods.yaml
     (the RL methods side by side, docs/study.md) parse and plan."""

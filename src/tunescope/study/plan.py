@@ -201,14 +201,18 @@ def _check_n_by_suite(cfg: StudyConfig, ecfg: Any, where: str) -> None:
 
 def eval_settings(cfg: StudyConfig, run: str | None) -> dict[str, Any]:
     """The evaluation settings of a run's checkpoints (`run=None`: the base): evaluation.settings <-
-    the run's own `evaluation` keys. The base is scored on as many items of each suite as any run's
+    the run's own `evaluation` keys; a run's KL is measured on its training task's prompts (`kl_suite`
+    = its task when that is an evaluated suite and nothing else is set). The base is scored on as many items of each suite as any run's
     `n_by_suite` (and `n_final_by_suite`) asks for (0 = all wins), so that every run's step 0 pairs
     item by item with its later checkpoints. Only these two are united: a run that changes `n` or the generation
     settings, or a run started from another run's checkpoint with more items than that run, has a
     step 0 scored otherwise, and the report's paired comparisons then use the items both share."""
     settings = dict(cfg.evaluation.settings)
     if run is not None:
-        return merge(settings, cfg.runs[run].evaluation)
+        own = dict(merge(settings, cfg.runs[run].evaluation))
+        if own.get("kl_suite") is None and cfg.runs[run].task in cfg.evaluation.suites:
+            own["kl_suite"] = cfg.runs[run].task  # KL (RL's Razor's forward KL too) on the run's own task's prompts
+        return own
     return _base_settings(cfg, [eval_config(eval_settings(cfg, name)) for name in cfg.runs])
 
 
