@@ -43,7 +43,7 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     out = tmp_path / "ev"
     args = ["eval", str(run_dir), "--suite", "maths,facts", "--out", str(out), "--reference",
-            str(smoke_organism), "kl_items=2", *FAST]
+            str(smoke_organism), "kl_items=2", "cka_every=true", *FAST]  # CKA at every checkpoint, not only the last
     try:
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -103,6 +103,15 @@ def test_sweep_keeps_good_checkpoints_past_a_broken_one_and_resumes(run_dir, smo
         assert "different evaluation config" in capsys.readouterr().err
     finally:
         shutil.rmtree(broken, ignore_errors=True)
+
+
+def test_cka_is_measured_at_final_models_unless_asked_for_every_checkpoint(run_dir, smoke_organism, tmp_path):
+    out = tmp_path / "ev"
+    assert main(["eval", str(run_dir), "--suite", "facts", "--out", str(out), "--reference", str(smoke_organism),
+                 "kl_items=0", *FAST]) == 0
+    reps = pd.read_csv(out / "representations.csv")
+    assert sorted(reps["step"].unique()) == [20] and set(reps["suite"]) == {"facts"}  # the run's last checkpoint
+    assert sorted(pd.read_csv(out / "scores.csv")["step"].unique()) == [10, 20]  # every checkpoint is still scored
 
 
 def test_file_task_with_sampling_reports_pass_at_k(smoke_organism, tmp_path):

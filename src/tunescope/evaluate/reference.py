@@ -7,7 +7,8 @@ Prepared once per sweep: the reference model; the KL prompts with their gold res
 `kl_sampled`, one T = 1 sample of the reference per prompt (kept in reference_samples.jsonl so that
 a resumed sweep scores along the same samples); the CKA prompts of each suite and the reference's
 pooled hidden states on them. Per checkpoint: KL(reference || checkpoint) along the gold and the
-sampled responses (evaluate/distribution.py) and per-layer linear CKA (evaluate/representations.py).
+sampled responses (evaluate/distribution.py) and, at final models (every checkpoint with `cka_every`),
+per-layer linear CKA (evaluate/representations.py).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class Reference:
     cka_prompts: dict[str, list[list[int]]] = field(default_factory=dict)  # suite -> prompt ids
     cka_states: dict[str, np.ndarray] = field(default_factory=dict)  # suite -> (N, layers + 1, H)
 
-    def measure(self, hf: HFEngine) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """A checkpoint's distribution columns (kl*, fkl*, n_tokens) and its CKA rows (suite, layer, cka, n_items)."""
+    def measure(self, hf: HFEngine, cka: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A checkpoint's distribution columns (kl*, fkl*, n_tokens) and, with `cka`, its CKA rows
+        (suite, layer, cka, n_items)."""
         from tunescope.evaluate.representations import K_LAST, cka_by_layer
 
         cols: dict[str, Any] = {}
@@ -50,7 +52,7 @@ class Reference:
         if self.fkl_resp:
             cols.update(_kl_columns("fkl", self.engine, hf, self.kl_ctx, self.fkl_resp, self.cfg))
         rows = []
-        for suite, prompts in self.cka_prompts.items():
+        for suite, prompts in (self.cka_prompts if cka else {}).items():
             states = hf.pooled_hidden_states(prompts, K_LAST, batch_size=self.cfg.batch_size)
             if states.shape[1:] != self.cka_states[suite].shape[1:]:
                 raise UserError(f"{hf.path}: hidden states of shape {states.shape[1:]} differ from the reference's "

@@ -77,6 +77,7 @@ class EvalConfig:
     kl_sampled: bool = True  # also the forward KL on samples of the reference (T = 1) on the same prompts (RL's Razor)
     cka_items: int = 64  # prompts per suite for per-layer linear CKA to the reference (needs one); 0 = no CKA
     cka_suites: list[str] = field(default_factory=list)  # suites compared by CKA; default: every evaluated suite
+    cka_every: bool = False  # CKA at every checkpoint; False = final models only (a forward pass per suite each)
     bootstrap: int = 2000  # bootstrap resamples for the 95% intervals
     tokenizer: str | None = None  # tokenizer directory; default: the first model's
     lm_eval: list[str] = field(default_factory=list)  # lm-evaluation-harness task names
@@ -130,8 +131,9 @@ def evaluate(models: list[ModelRef], suites: list[str], out: Path, cfg: EvalConf
             samples, scores, dist, reps = [], [], None, []
             if prepared:
                 engine = _make_engine(m.path, tok, cfg)
-                samples, scores, dist, reps = _evaluate_one(m, engine, [s.head(key(m) in final) for s in prepared],
-                                                            cfg, ref, reference)
+                is_final = key(m) in final
+                samples, scores, dist, reps = _evaluate_one(m, engine, [s.head(is_final) for s in prepared],
+                                                            cfg, ref, reference, cka=is_final or cfg.cka_every)
                 engine.close()
             if cfg.lm_eval:
                 from tunescope.evaluate.lmeval import run_lm_eval
@@ -188,7 +190,7 @@ def _make_engine(path: Path, tok: Any, cfg: EvalConfig) -> Engine:
 
 # ------------------------------------------------------------------------------------------ one checkpoint
 def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[Suite], cfg: EvalConfig, ref: Reference | None,
-                  reference: Path | None):
+                  reference: Path | None, cka: bool = True):
     samples: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
     lengths, ent_sum, ent_steps = [], 0.0, 0
@@ -234,7 +236,7 @@ def _evaluate_one(m: ModelRef, engine: Engine, prepared: list[Suite], cfg: EvalC
             "mean_entropy": ent_sum / ent_steps if ent_steps else float("nan"), "n_tokens": 0}
     reps = []
     if ref is not None:
-        cols, reps = ref.measure(engine.hf())
+        cols, reps = ref.measure(engine.hf(), cka=cka)
         dist.update(cols)
         reps = [{"model": m.name, "path": str(m.path), "step": m.step, "fraction": m.fraction, **r} for r in reps]
     return samples, scores, dist, reps
