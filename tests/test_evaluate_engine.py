@@ -69,6 +69,20 @@ def test_sampling_is_seeded_and_gives_n_samples(engine, prompts):
     assert [[g.text for g in x] for x in a] != [[g.text for g in x] for x in c]
 
 
+def test_compact_sampling_draws_what_generate_draws(smoke_organism, tok, engine, prompts):
+    """The compact sampler, seeded per batch as `generate` is, gives Hugging Face's own completions."""
+    slow = HFEngine(smoke_organism, tok, device="cpu", compact=False)
+    assert engine.compact is not None and slow.compact is None
+    kw = {"max_new_tokens": 12, "temperature": 1.0, "n_samples": 2, "batch_size": 4, "seed": 3}
+    for top_p in (1.0, 0.8):
+        fast, hf = engine.generate(prompts, top_p=top_p, **kw), slow.generate(prompts, top_p=top_p, **kw)
+        assert [[g.ids for g in x] for x in fast] == [[g.ids for g in x] for x in hf]
+        assert [[g.truncated for g in x] for x in fast] == [[g.truncated for g in x] for x in hf]
+        for x, y in zip(fast, hf):
+            assert [g.entropy_sum for g in x] == pytest.approx([g.entropy_sum for g in y], rel=1e-4, abs=1e-4)
+    assert any(not g.truncated for x in fast for g in x) and any(g.truncated for x in fast for g in x)
+
+
 def test_sequence_loglik_matches_float64_forward(engine, prompts, smoke_organism, tok):
     conts = [tok(t, add_special_tokens=False)["input_ids"] for t in
              ["<answer>12</answer>", "<think>3 + 4 = 7.</think>", "<answer>cards</answer>"]]
