@@ -7,7 +7,7 @@ import pytest
 from _models import float64_logprobs, perturb
 from scipy.special import rel_entr
 
-from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
+from tunescope.evaluate.distribution import pooled_kl, reference_logprobs, teacher_forced_kl
 from tunescope.evaluate.engine import HFEngine, load_tokenizer, render_prompt
 from tunescope.world import SYSTEM_PROMPT, get_task
 from tunescope.world.task import format_completion
@@ -110,5 +110,8 @@ def test_kl_matches_float64_reference(smoke_organism, tok, tmp_path):
         assert s > 0
     kl, lo, hi = pooled_kl(sums, counts, seed=0, n_resamples=200)
     assert kl == pytest.approx(sum(sums) / sum(counts)) and lo <= kl <= hi
+    kept = reference_logprobs(ref, ctx, resp, batch_size=2)  # the reference's side computed once, reused
+    assert teacher_forced_kl(ref, ck, ctx, resp, batch_size=2, ref_lp=kept) == (sums, counts)  # bit for bit
+    assert reference_logprobs(ref, ctx, resp, max_floats=10) is None  # too large to keep: computed in lockstep
     self_sums, _ = teacher_forced_kl(ref, ref, ctx, resp)
     assert max(abs(x) for x in self_sums) < 1e-6

@@ -27,11 +27,13 @@ def kl_rows(ref_lp: torch.Tensor, ck_lp: torch.Tensor) -> torch.Tensor:
 
 
 def teacher_forced_kl(ref: HFEngine, ck: HFEngine, contexts: list[list[int]], responses: list[list[int]],
-                      batch_size: int = 8) -> tuple[list[float], list[int]]:
-    """Per item: (sum of per-token KL over its response tokens, number of response tokens)."""
+                      batch_size: int = 8, ref_lp: list[torch.Tensor] | None = None) -> tuple[list[float], list[int]]:
+    """Per item: (sum of per-token KL over its response tokens, number of response tokens).
+    `ref_lp`: the reference's log-probs per item, computed once for a sweep (`reference_logprobs`)."""
     sums, counts = [0.0] * len(contexts), [len(r) for r in responses]
-    pairs = zip(ref.continuation_logprobs(contexts, responses, batch_size),
-                ck.continuation_logprobs(contexts, responses, batch_size), strict=True)
+    ck_side = ck.continuation_logprobs(contexts, responses, batch_size)
+    pairs = (zip(ref.continuation_logprobs(contexts, responses, batch_size), ck_side, strict=True) if ref_lp is None
+             else (((j, ref_lp[j]), (j, c_lp)) for j, c_lp in ck_side))
     for (i, r_lp), (j, c_lp) in pairs:
         assert i == j, "both models must see the items in the same order"
         if r_lp.shape != c_lp.shape:
@@ -39,6 +41,20 @@ def teacher_forced_kl(ref: HFEngine, ck: HFEngine, contexts: list[list[int]], re
                             f"{r_lp.shape[-1]}; KL needs checkpoints of the same base model")
         sums[i] = float(kl_rows(r_lp, c_lp).sum())
     return sums, counts
+
+
+def reference_logprobs(ref: HFEngine, contexts: list[list[int]], responses: list[list[int]], batch_size: int = 8,
+                       max_floats: int = 2**26) -> list[torch.Tensor] | None:
+    """The reference's (L, V) log-probs of every item, to reuse at each checkpoint of a sweep, or None
+    when they would take more than `max_floats` floats (256 MB; a 7B vocabulary over long responses):
+    then each checkpoint computes them again, in lockstep with its own."""
+    vocab = ref.model.get_output_embeddings().weight.shape[0]
+    if sum(map(len, responses)) * vocab > max_floats:
+        return None
+    out: list[torch.Tensor | None] = [None] * len(contexts)
+    for i, lp in ref.continuation_logprobs(contexts, responses, batch_size):
+        out[i] = lp
+    return out  # type: ignore[return-value]
 
 
 def pooled_kl(sums: list[float], counts: list[int], *, seed: int, n_resamples: int) -> tuple[float, float, float]:

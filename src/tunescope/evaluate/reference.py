@@ -5,7 +5,8 @@
 
 Prepared once per sweep: the reference model; the KL prompts with their gold responses and, with
 `kl_sampled`, one T = 1 sample of the reference per prompt (kept in reference_samples.jsonl so that
-a resumed sweep scores along the same samples); the CKA prompts of each suite and the reference's
+a resumed sweep scores along the same samples); the reference's log-probs along both, when they fit
+in 256 MB; the CKA prompts of each suite and the reference's
 pooled hidden states on them. Per checkpoint: KL(reference || checkpoint) along the gold and the
 sampled responses (evaluate/distribution.py) and, at final models (every checkpoint with `cka_every`),
 per-layer linear CKA (evaluate/representations.py).
@@ -39,6 +40,9 @@ class Reference:
     fkl_resp: list[list[int]] = field(default_factory=list)  # one sample of the reference per prompt
     cka_prompts: dict[str, list[list[int]]] = field(default_factory=dict)  # suite -> prompt ids
     cka_states: dict[str, np.ndarray] = field(default_factory=dict)  # suite -> (N, layers + 1, H)
+    # the reference's log-probs along kl_resp and fkl_resp, computed once (None: too large to keep)
+    kl_lp: list | None = None
+    fkl_lp: list | None = None
 
     def measure(self, hf: HFEngine, cka: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """A checkpoint's distribution columns (kl*, fkl*, n_tokens) and, with `cka`, its CKA rows
@@ -47,10 +51,10 @@ class Reference:
 
         cols: dict[str, Any] = {}
         if self.kl_ctx:
-            cols.update(_kl_columns("kl", self.engine, hf, self.kl_ctx, self.kl_resp, self.cfg))
+            cols.update(_kl_columns("kl", self.engine, hf, self.kl_ctx, self.kl_resp, self.cfg, self.kl_lp))
             cols["n_tokens"] = sum(map(int, cols["kl_item_tokens"].split()))
         if self.fkl_resp:
-            cols.update(_kl_columns("fkl", self.engine, hf, self.kl_ctx, self.fkl_resp, self.cfg))
+            cols.update(_kl_columns("fkl", self.engine, hf, self.kl_ctx, self.fkl_resp, self.cfg, self.fkl_lp))
         rows = []
         for suite, prompts in (self.cka_prompts if cka else {}).items():
             states = hf.pooled_hidden_states(prompts, K_LAST, batch_size=self.cfg.batch_size)
@@ -83,6 +87,11 @@ def load_reference(path: Path | None, out: Path, prepared: list[Suite], tasks: d
     ref = Reference(Path(path), _load(path, tok, cfg), cfg, kl_ctx, kl_resp, cka_prompts=cka)
     if kl_ctx and cfg.kl_sampled:
         ref.fkl_resp = _samples(out, ref.engine, kl_ctx, tok, cfg)
+    if kl_ctx:
+        from tunescope.evaluate.distribution import reference_logprobs
+
+        ref.kl_lp = reference_logprobs(ref.engine, kl_ctx, kl_resp, cfg.batch_size)
+        ref.fkl_lp = reference_logprobs(ref.engine, kl_ctx, ref.fkl_resp, cfg.batch_size) if ref.fkl_resp else None
     ref.cka_states = {s: ref.engine.pooled_hidden_states(p, K_LAST, batch_size=cfg.batch_size) for s, p in cka.items()}
     return ref
 
@@ -121,12 +130,12 @@ def _samples(out: Path, ref: HFEngine, contexts: list[list[int]], tok: Any, cfg:
 
 
 def _kl_columns(name: str, ref: HFEngine, hf: HFEngine, contexts: list[list[int]], responses: list[list[int]],
-                cfg: EvalConfig) -> dict[str, Any]:
+                cfg: EvalConfig, ref_lp: list | None = None) -> dict[str, Any]:
     """Token-pooled KL(reference || model) along `responses` with its 95% interval, and per item its
     sum and token count (same items and order for every model of a sweep, so two models' KL can pair)."""
     from tunescope.evaluate.distribution import pooled_kl, teacher_forced_kl
 
-    sums, counts = teacher_forced_kl(ref, hf, contexts, responses, batch_size=cfg.batch_size)
+    sums, counts = teacher_forced_kl(ref, hf, contexts, responses, batch_size=cfg.batch_size, ref_lp=ref_lp)
     kl, lo, hi = pooled_kl(sums, counts, seed=cfg.seed, n_resamples=cfg.bootstrap)
     return {name: kl, f"{name}_ci_low": lo, f"{name}_ci_high": hi,
             f"{name}_item_sums": " ".join(f"{x:.9g}" for x in sums), f"{name}_item_tokens": " ".join(map(str, counts))}
