@@ -28,6 +28,16 @@ def test_packaged_budgets_load_and_share_one_value_per_knob():
     assert cfg.lr == 3e-5 and cfg.grpo.beta == 0.04
 
 
+def test_grpo_knobs_reach_trl_config(tmp_path):
+    from tunescope.train.grpo import grpo_args
+    from tunescope.train.run import common_args
+
+    cfg = load_budget("smoke", ["grpo.mask_truncated_completions=true", "grpo.epsilon=0.1", "grpo.loss_type=dapo"])
+    args = grpo_args(cfg, common_args(cfg, tmp_path), 1)
+    assert (args.mask_truncated_completions, args.epsilon, args.loss_type) == (True, 0.1, "dapo")
+    assert grpo_args(load_budget("smoke"), common_args(cfg, tmp_path), 1).mask_truncated_completions is False
+
+
 def test_generations_not_dividing_the_batch_names_the_value_to_change():
     with pytest.raises(UserError, match=r"micro_batch_size=8 does not divide; change micro_batch_size \(e.g. to 6\)"):
         BudgetConfig(prompts_per_step=2, grpo=GRPOOptions(num_generations=3), micro_batch_size=8).check_method("grpo")

@@ -79,6 +79,9 @@ class GRPOOptions(RLOptions):
 
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dr_grpo"
     scale_rewards: Literal["group", "batch", "none"] = "none"  # "none": advantages not std-scaled (Dr. GRPO)
+    # True: completions cut at max_completion_length get no loss (Rajani et al.'s recipe sets it; it matters when
+    # many completions run to the limit, as long reasoning traces do)
+    mask_truncated_completions: bool = False
 
 
 @dataclass
