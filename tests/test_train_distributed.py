@@ -69,3 +69,53 @@ def test_two_process_cpu_data_parallel_grpo(smoke_organism, tmp_path):
     assert meta["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
     lines = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
     assert [len(ln["items"]) for ln in lines] == [4, 4] and all(ln["tokens_generated"] > 0 for ln in lines)
+
+
+LAUNCHED = """
+name: launched
+base: {{organism: smoke}}
+training:
+  budget: smoke
+  settings: {{max_steps: 2, prompts_per_step: 4, micro_batch_size: 2, checkpoint_every: 0.5, n_train_items: 32}}
+  launch: {launch}
+evaluation:
+  suites: [maths]
+  settings: {{n: 2, max_new_tokens: 4, batch_size: 4, kl_items: 0, bootstrap: 20}}
+runs:
+  sft: {{method: sft, task: maths, budget: {{lr: 3.0e-4}}}}
+analyses: {{diff: true}}
+"""
+
+
+def test_a_study_trains_its_runs_under_accelerate_launch(smoke_organism, tmp_path, capsys):
+    """training.launch: the study's run trains as 2 CPU processes (the same code path as several GPUs),
+    and ends where the same study trained in its own process ends."""
+    from tunescope.cli import main
+
+    study = tmp_path / "study.yaml"
+    study.write_text(LAUNCHED.format(launch=REPO / "configs/accelerate/cpu_2proc.yaml"))
+    env = {"OMP_NUM_THREADS": "1", "TUNESCOPE_THREADS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["run", str(study), "--out", str(tmp_path / "two"), "--jobs", "2"]) == 2
+        assert "run the study with --jobs 1" in capsys.readouterr().err
+        assert main(["run", str(study), "--out", str(tmp_path / "two")]) == 0
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    stages = json.loads((tmp_path / "two" / "study.json").read_text())["stages"]
+    run = Path(stages["train/sft/s0"]["result"]["run"])
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2
+    assert (run.parent / "budget.yaml").is_file()  # what the processes were given
+
+    study.write_text(LAUNCHED.format(launch="null"))
+    assert main(["run", str(study), "--out", str(tmp_path / "one")]) == 0
+    single = Path(json.loads((tmp_path / "one" / "study.json").read_text())["stages"]["train/sft/s0"]["result"]["run"])
+    assert json.loads((single / "run.json").read_text())["world_size"] == 1
+    a = dict(WeightFiles(list_checkpoints(run)[-1].path).iter())
+    b = dict(WeightFiles(list_checkpoints(single)[-1].path).iter())
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    study.write_text(LAUNCHED.format(launch=tmp_path / "none.yaml"))
+    assert main(["run", str(study), "--out", str(tmp_path / "x")]) == 2
+    assert "training.launch:" in capsys.readouterr().err

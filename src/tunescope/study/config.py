@@ -74,6 +74,9 @@ class RunSpec:
 class TrainingSpec:
     budget: str = "default"  # packaged budget (smoke | default) or a budget YAML that every run starts from
     settings: dict[str, Any] = field(default_factory=dict)  # overrides shared by every run (max_steps, ...)
+    # an accelerate config file (configs/accelerate/*.yaml): each run trains under `accelerate launch
+    # --config_file LAUNCH -m tunescope.cli train ...` on its processes (several GPUs); null = in the study's process
+    launch: str | None = None
 
 
 @dataclass
@@ -250,6 +253,9 @@ def _check_selector(text: str, where: str) -> None:
 def validate(cfg: StudyConfig) -> None:
     """Reject every problem that can be seen before work starts (one line naming the key and the fix)."""
     _validate_base(cfg)
+    if cfg.training.launch is not None and not Path(cfg.training.launch).is_file():
+        raise UserError(f"training.launch: {cfg.training.launch} is not a file; give an accelerate config such as "
+                        "configs/accelerate/deepspeed_zero2.yaml, or null to train in the study's process")
     _validate_evaluation(cfg)
     _validate_runs(cfg)
     _check_acyclic(cfg)

@@ -32,6 +32,7 @@ from typing import Any
 
 from tunescope.checkpoints import ModelRef, list_checkpoints, read_sidecar
 from tunescope.config import to_dict
+from tunescope.errors import UserError
 from tunescope.fsutil import check_outside
 from tunescope.provenance import provenance, write_json
 from tunescope.study import results as res
@@ -202,9 +203,37 @@ def _train_fn(plan: Plan, run: str, seed: int) -> Callable[[Context], res.TrainR
         run_dir = ctx.out / "run"
         if run_dir.exists() and not (run_dir / "run.json").is_file():  # killed before the run started
             shutil.rmtree(run_dir)
-        run_dir = train(spec.method, init.path, run_dir, budget, resume=(run_dir / "run.json").is_file())
+        resume = (run_dir / "run.json").is_file()
+        if plan.cfg.training.launch is None:
+            run_dir = train(spec.method, init.path, run_dir, budget, resume=resume)
+        else:
+            launched(plan.cfg.training.launch, spec.method, init.path, run_dir, budget, ctx.out, resume)
         return res.TrainResult(run=str(run_dir), init=str(init.path), init_name=init.name, init_step=init.step)
     return fn
+
+
+def launched(launch: str, method: str, model: Path, run_dir: Path, budget: Any, out: Path, resume: bool) -> None:
+    """Train one run as `accelerate launch --config_file LAUNCH -m tunescope.cli train METHOD ...` (every
+    process runs the same `train`, the main one writes), its resolved budget written to OUT/budget.yaml
+    and its processes' output to this stage's log."""
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    (out / "budget.yaml").write_text(yaml.safe_dump(to_dict(budget), sort_keys=False))
+    with socket.socket() as sock:  # a free rendezvous port, so that two studies on one machine do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch),
+           "--main_process_port", str(port), "-m", "tunescope.cli", "train", method, "--model", str(model),
+           "--out", str(run_dir), "--config", str(out / "budget.yaml"), *(["--resume"] if resume else [])]
+    print("launching:", " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        raise UserError(f"training under `accelerate launch --config_file {launch}` failed (exit {rc}); its output is "
+                        "above; fix what it names and rerun the study to resume")
 
 
 def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
@@ -341,6 +370,9 @@ def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
     """Run (or resume) the study into `out`, up to `jobs` stages at once; return the path of report.html."""
     out = Path(out)
     check_out(cfg, out)
+    if cfg.training.launch is not None and jobs > 1:
+        raise UserError(f"training.launch trains each run on all the processes its accelerate config names; run "
+                        f"the study with --jobs 1 (got --jobs {jobs}), so that two stages do not share the GPUs")
     # One torch thread unless the user says otherwise: thread count changes float summation order, so a
     # fixed count makes a resumed stage give the same numbers whatever the machine's load; and on a shared
     # CPU one thread is also the fastest (see tunescope.threads).
