@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _models import float64_logprobs, perturb
+from _models import float64_logprobs, lm_eval_tiny_qa, perturb
 from scipy.special import rel_entr
 
 from tunescope.checkpoints import ModelRef
@@ -139,29 +139,15 @@ def test_file_task_with_sampling_reports_pass_at_k(smoke_organism, tmp_path):
 
 def test_lm_eval_adapter_offline(smoke_organism, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "tiny_qa.yaml").write_text(f"""task: tiny_qa
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {DATA / 'lmeval_qa.json'}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-""")
+    tasks = lm_eval_tiny_qa(tmp_path / "tasks", DATA / "lmeval_qa.json")
     out = tmp_path / "ev"
     assert main(["eval", str(smoke_organism), "--lm-eval", "tiny_qa", f"lm_eval_include={tasks}",
                  "--out", str(out), "bootstrap=200"]) == 0
     scores = pd.read_csv(out / "scores.csv")
     row = scores[(scores.suite == "tiny_qa") & (scores.metric == "lm_eval:acc,none")].iloc[0]
     assert row.n == 3 and row.value in (0.0, 1 / 3, 2 / 3, 1.0) and row.ci_low <= row.value <= row.ci_high
+    acc = scores[(scores.suite == "tiny_qa") & (scores.metric == "accuracy")].iloc[0]  # the headline, for the report
+    assert (acc.value, acc.ci_low, acc.ci_high) == (row.value, row.ci_low, row.ci_high)
 
 
 def test_bad_input_exits_2_with_one_line(smoke_organism, tmp_path, capsys):

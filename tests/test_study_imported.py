@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _models import tiny_model
 
 from tunescope.cli import main
 from tunescope.errors import UserError
@@ -117,32 +118,12 @@ def test_imported_checkpoints_list_and_bad_entries(tmp_path):
         load_study(study)
 
 
-def _olmo2(d: Path, tokenizer_from: Path, seed: int) -> Path:
-    """A tiny random OLMo-2 (same architecture as the family's, 2 layers) with the organism's tokenizer."""
-    import shutil
-
-    import torch
-    from transformers import Olmo2Config, Olmo2ForCausalLM
-
-    conf = json.loads((tokenizer_from / "config.json").read_text())
-    torch.manual_seed(seed)
-    cfg = Olmo2Config(vocab_size=conf["vocab_size"], hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                      pad_token_id=conf.get("pad_token_id"), bos_token_id=conf.get("bos_token_id"),
-                      eos_token_id=conf.get("eos_token_id"))
-    Olmo2ForCausalLM(cfg).save_pretrained(str(d))
-    for f in tokenizer_from.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy(f, d / f.name)
-    return d
-
-
 def test_the_olmo2_family_recipe_runs_end_to_end_on_tiny_local_models(smoke_organism, tmp_path):
     """configs/studies/olmo2_family.yaml with its hub ids swapped for tiny random OLMo-2 models and
     its benchmark files for the test samples: every stage runs and the report renders."""
     data = Path(__file__).parent / "data"
     recipe = Path(__file__).resolve().parents[1] / "configs" / "studies" / "olmo2_family.yaml"
-    models = {n: _olmo2(tmp_path / n, smoke_organism, seed=i) for i, n in enumerate(("base", "sft", "dpo", "rlvr"))}
+    models = {n: tiny_model(tmp_path / n, "olmo2", smoke_organism, seed=i) for i, n in enumerate(("base", "sft", "dpo", "rlvr"))}
     overrides = [f"base.path={models['base']}",
                  *[f"runs.{n}.checkpoints=[{{path: {models[n]}, step: 1}}]" for n in ("sft", "dpo", "rlvr")],
                  f"evaluation.data=[gsm8k={data / 'gsm8k_sample.jsonl'}, math500={data / 'math500_sample.jsonl'}, "

@@ -43,8 +43,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is a file; give a study directory (new, or one a run wrote before)")
 
     words, overrides = split_overrides([w for w in (args.study, *args.overrides) if w is not None])
-    words += [w for w in overrides if Path(w).is_file()]  # a study file whose name holds '='
-    overrides = [w for w in overrides if not Path(w).is_file()]
+    words += [w for w in overrides if _is_file(w)]  # a study file whose name holds '='
+    overrides = [w for w in overrides if not _is_file(w)]
     if len(words) > 1:
         from tunescope.errors import UserError
 
@@ -66,3 +66,13 @@ def _run(args: argparse.Namespace) -> int:
     report = run_study(cfg, args.out, jobs=args.jobs)
     print(f"report: {report}")
     return 0
+
+
+def _is_file(word: str) -> bool:
+    """Whether a command-line word names an existing file (a long override is not a path: no OSError)."""
+    from pathlib import Path
+
+    try:
+        return Path(word).is_file()
+    except OSError:
+        return False

@@ -5,6 +5,11 @@ Selectors are `tunescope.naming` strings over parameter names, by module type an
     freeze=["gate,up,down@19-25"]   the study's "frozen mid-layer MLPs" run
     train_only=["q,k"]              the study's "only Q/K trained" run (everything else frozen)
 
+`train_only=["q,k"]` freezes everything else, the LM head and the embeddings included. Rajani et al.
+froze `model.model` only, so their Q/K-only run also trained the (untied) LM head: write
+`train_only: ["q,k", "lm_head"]` for that (configs/studies/rajani_olmo2_7b.yaml does). With tied
+embeddings (the organism) the LM head is the embedding matrix, and `lm_head` would train it too.
+
 A frozen parameter has `requires_grad=False`, so it gets no gradient and is not handed to the
 optimiser (no weight decay, no momentum): its tensor is bit-identical after training.
 """
