@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export TUNESCOPE_CACHE ?= $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench soak lint browser clean
+.PHONY: demo test bench soak lint browser clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP) browser lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# the CUDA paths against their CPU / HF twins, timed (bench/gpu_check.py); one line and exit 0 without a GPU
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check
 
 # SIGKILL the smoke study at every stage kind, rerun, compare with a clean run bit for bit (~15 min)
 soak: $(STAMP)
