@@ -10,6 +10,7 @@ has no per-document values (corpus-level metrics) it falls back to lm-eval's sta
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,12 @@ def run_lm_eval(path: str | Path, cfg: Any) -> list[dict[str, Any]]:
     """Score rows (suite, metric, value, ci_low, ci_high, n) for every lm-eval task in `cfg.lm_eval`."""
     try:
         import lm_eval
-        from lm_eval.tasks import TaskManager
     except ImportError:
         raise UserError("--lm-eval needs lm-eval: pip install lm-eval==0.4.13") from None
     include = cfg.lm_eval_include
     if include and not Path(include).is_dir():
         raise UserError(f"lm_eval_include={include} is not a directory of task YAMLs")
-    manager = TaskManager(include_path=str(include) if include else None)
+    manager = _task_manager(str(include) if include else None)
     try:
         res = lm_eval.simple_evaluate(
             model="hf", tasks=list(cfg.lm_eval), task_manager=manager, limit=cfg.lm_eval_limit,
@@ -39,6 +39,15 @@ def run_lm_eval(path: str | Path, cfg: Any) -> list[dict[str, Any]]:
     except (KeyError, ValueError) as e:
         raise UserError(f"lm-eval could not run tasks {', '.join(cfg.lm_eval)}: {e}") from None
     return lm_eval_rows(res, seed=cfg.seed, n_resamples=cfg.bootstrap)
+
+
+@functools.cache
+def _task_manager(include: str | None) -> Any:
+    """lm-eval's index of its task YAMLs (and the included ones): 8 s to build, so built once per process
+    and shared by every checkpoint of a sweep."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include)
 
 
 def lm_eval_rows(res: dict[str, Any], seed: int = 0, n_resamples: int = 2000) -> list[dict[str, Any]]:
