@@ -215,7 +215,7 @@ def _train_fn(plan: Plan, run: str, seed: int) -> Callable[[Context], res.TrainR
 def launched(launch: str, method: str, model: Path, run_dir: Path, budget: Any, out: Path, resume: bool) -> None:
     """Train one run as `accelerate launch --config_file LAUNCH -m tunescope.cli train METHOD ...` (every
     process runs the same `train`, the main one writes), its resolved budget written to OUT/budget.yaml
-    and its processes' output to this stage's log."""
+    and its processes' output to this stage's log (DIR/logs/, the stage runs in a process of its own)."""
     import socket
     import subprocess
     import sys
@@ -233,7 +233,7 @@ def launched(launch: str, method: str, model: Path, run_dir: Path, budget: Any, 
     rc = subprocess.run(cmd).returncode
     if rc != 0:
         raise UserError(f"training under `accelerate launch --config_file {launch}` failed (exit {rc}); its output is "
-                        "above; fix what it names and rerun the study to resume")
+                        "in the study's logs/ directory; fix what it names and rerun the study to resume")
 
 
 def _eval_stage(name: str, eval_cfg: dict[str, Any], model_stage: str,
@@ -382,7 +382,10 @@ def run_study(cfg: StudyConfig, out: str | Path, jobs: int = 1) -> Path:
     try:
         with hold(out):
             plan = resolve(cfg)
-            records = StageRunner(out).run(build_stages(plan, out), jobs=jobs, warm=lambda: warm(cfg))
+            # with training.launch each stage runs in its own process, so that nothing an evaluation
+            # left on a GPU (vLLM's memory) is held when accelerate launches the next training on all of them
+            records = StageRunner(out).run(build_stages(plan, out), jobs=jobs, warm=lambda: warm(cfg),
+                                           isolate=cfg.training.launch is not None)
             write_json(out / "study.json", make_manifest(plan, records))
             rep = Path(records["report"]["dir"])
             _publish(rep / "report.html", out / "report.html")

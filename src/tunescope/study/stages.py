@@ -140,11 +140,13 @@ class StageRunner:
             return None
         return rec
 
-    def run(self, stages: list[Stage], jobs: int = 1,
-            warm: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    def run(self, stages: list[Stage], jobs: int = 1, warm: Callable[[], None] | None = None,
+            isolate: bool = False) -> dict[str, dict[str, Any]]:
         """Run what is not cached; `jobs` > 1 runs up to that many independent stages at once, each in
-        a forked process (the parent runs no torch work, so forking is safe). `warm`, when stages are
-        to run in forked processes, loads in the parent what they share (libraries, item lists)."""
+        a forked process (the parent runs no torch work, so forking is safe); `isolate` forks a process
+        per stage even one at a time (what a stage holds, GPU memory included, ends with it). `warm`,
+        when stages are to run in forked processes, loads in the parent what they share (libraries,
+        item lists)."""
         plan = self.plan(stages)
         self.dir.mkdir(parents=True, exist_ok=True)
         wanted = {self._dirs(st, key)[1].name for st, key, _ in plan}
@@ -152,12 +154,12 @@ class StageRunner:
             if stale.name not in wanted:
                 shutil.rmtree(stale, ignore_errors=True)
         t_study = time.perf_counter()
-        if jobs <= 1:
+        if jobs <= 1 and not isolate:
             self._run_in_order(plan)
         else:
             if warm is not None and any(self._finished(st, self._dirs(st, key)[0]) is None for st, key, _ in plan):
                 warm()
-            self._run_parallel(plan, jobs)
+            self._run_parallel(plan, max(jobs, 1))
         elapsed = time.perf_counter() - t_study
         print(f"{'':8}all {len(plan)} stages done in {_fmt(elapsed)}", file=self.stream, flush=True)
         return self.records
@@ -188,7 +190,8 @@ class StageRunner:
         running: dict[Any, tuple[Stage, Any, float]] = {}  # pipe -> (stage, process, start)
         spent: dict[str, list[float]] = {}
         counter, failure = [0, len(plan)], None
-        print(f"{'':8}{jobs} stages at a time; their own output goes to {self.root / 'logs'}/STAGE.out",
+        print(f"{'':8}{f'{jobs} stages' if jobs > 1 else 'one stage'} at a time, each in its own process; their "
+              f"output goes to {self.root / 'logs'}/STAGE.out",
               file=self.stream, flush=True)
         try:
             while pending or running:
