@@ -11,7 +11,9 @@ Two model pairs (REF, TARGET = REF + a small update):
 On the 1B pair the three SVD methods (direction, full, values) edit layer 0 only (1 of 16) to
 keep the benchmark within a few minutes on 2 shared cores; their whole-model time is extrapolated
 as floor + (measured − floor) · 16, where floor is the time of a restore whose edits are plain
-copies (reset of the same layer: streaming read + write of the whole model). The mean seconds per
+copies (reset of the same layer: streaming read + write of the whole model); `edit_over_bare_svds`
+is the edit time above that floor over the bare SVDs of the same matrices (`edits.svd` of REF and
+TARGET, same dtype, orientation and threads; issue 17 asks for at most 1.1). The mean seconds per
 edited matrix, by module type, come from the sidecar's per-tensor `seconds`. reset (first 25%)
 and interpolate (all layers) run on the whole model. Outputs are deleted after each timing.
 """
@@ -44,6 +46,23 @@ def _timed(ref: Path, target: Path, out: Path, method: str, **kw) -> dict:
         per_module.setdefault(parse(row["name"]).module, []).append(row["seconds"])
     return {"seconds": round(seconds, 2), "edited_tensors": info["edited_tensors"],
             "edit_s_by_module": {m: round(sum(v) / len(v), 3) for m, v in per_module.items()}, **kw}
+
+
+def _bare_svds(ref: Path, target: Path, layer: int) -> float:
+    """Seconds of the SVDs alone that a direction/full restore of `layer` computes: `edits.svd` (the same
+    function, dtype and orientation) of REF's and TARGET's block matrices, read beforehand."""
+    from tunescope.intervene.edits import svd
+    from tunescope.naming import MODULES, parse
+    from tunescope.weights import WeightFiles
+
+    r, t = WeightFiles(ref), WeightFiles(target)
+    names = [n for n in r.names() if parse(n).layer == layer and parse(n).module in MODULES]
+    mats = [(r.get(n), t.get(n)) for n in names]
+    t0 = time.perf_counter()
+    for a, b in mats:
+        svd(a)
+        svd(b)
+    return time.perf_counter() - t0
 
 
 def _organism_pair(root: Path) -> tuple[Path, Path]:
@@ -106,6 +125,11 @@ def run(out: Path) -> dict:
         row["per_edited_tensor_s"] = round((row["seconds"] - floor) / row["edited_tensors"], 2)
         row["extrapolated_all_layers_s"] = round(floor + (row["seconds"] - floor) * scale, 1)
         big[name] = row
+    # issue 17: the SVD methods' edit time (above the copy floor) against their bare SVDs, same matrices
+    bare = _bare_svds(base, ckpt, int(SVD_LAYERS))
+    big["bare_svds_layer0_s"] = round(bare, 2)
+    for name in ("direction", "full"):
+        big[name]["edit_over_bare_svds"] = round((big[name]["seconds"] - floor) / bare, 3)
     big["reset"] = _timed(base, ckpt, work / "o", "reset", layers="0-25%")
     big["interpolate"] = _timed(base, ckpt, work / "o", "interpolate", alpha=0.5)
     result["1b"] = big
