@@ -250,7 +250,8 @@ def test_an_override_cannot_add_a_run_by_a_typo():
     assert float(load_study(preset="smoke", overrides=["runs.sft.budget.lr=1e-4"]).runs["sft"].budget["lr"]) == 1e-4
 
 
-@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "9 runs, 87 stages")])
+@pytest.mark.parametrize("name, plan", [("sft24_recipes", "3 runs, 21 stages"), ("methods", "9 runs, 87 stages"),
+                                        ("rl24_variants", "9 runs, 87 stages")])
 def test_the_shipped_recipe_studies_plan(name, plan, tmp_path, capsys):
     """configs/studies/sft24_recipes.yaml (the measured table of docs/organism.md) and methods.yaml
     (the RL methods side by side, docs/study.md) parse and plan."""
