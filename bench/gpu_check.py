@@ -32,7 +32,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TOL = {"sigma": 1e-3, "angle_deg": 0.5, "weight": 1e-3}  # float32 on two devices: cuSOLVER vs LAPACK
+# float32 on two devices (cuSOLVER vs LAPACK): the largest difference over every number of the spectrum's
+# per-matrix table (angles in degrees, energy shares, singular-value changes), and over every restored weight
+TOL = {"spectrum": 0.5, "weight": 1e-3}
 
 
 def _cmd(args: list[str], log: Path, env: dict[str, str] | None = None, timeout: int = 600) -> float:
@@ -148,7 +150,7 @@ def main() -> int:
         num = [c for c in a.columns if a[c].dtype.kind == "f"]
         worst = float((a[num] - b[num]).abs().max().max())
         return {"seconds_cuda": t["cuda"], "seconds_cpu": t["cpu"], "max_abs_diff": worst,
-                "within_tolerance": worst <= TOL["angle_deg"]}
+                "within_tolerance": worst <= TOL["spectrum"]}
 
     def restore_cuda() -> dict:
 

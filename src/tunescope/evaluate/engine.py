@@ -180,17 +180,18 @@ class HFEngine:
         for b, start in enumerate(range(0, len(order), batch_size)):
             idx = order[start:start + batch_size]
             if temperature == 0:
-                done = self.compact.greedy([prompts[i] for i in idx], max_new_tokens, eos, pad)
+                rows = idx
+                done = self.compact.greedy([prompts[i] for i in rows], max_new_tokens, eos, pad)
             else:
+                rows = [i for i in idx for _ in range(n_samples)]  # each prompt's samples side by side
                 torch.manual_seed(seed * 1_000_003 + b)
-                drawn = self.compact.sample([prompts[i] for i in idx for _ in range(n_samples)], max_new_tokens, eos,
-                                            pad, temperature=temperature, top_p=top_p, top_k=0, compact_at=0)
-                done = [(ids[:-1] if not truncated else ids, truncated, h) for ids, truncated, h in drawn]
-                idx = [i for i in idx for _ in range(n_samples)]
-            for i, (ids, truncated, h) in zip(idx, done):
+                drawn = self.compact.sample([prompts[i] for i in rows], max_new_tokens, eos, pad,
+                                            temperature=temperature, top_p=top_p, top_k=0, compact_at=0)
+                done = [(ids if truncated else ids[:-1], truncated, h) for ids, truncated, h in drawn]
+            for i, (ids, truncated, h) in zip(rows, done):
                 text = self.tok.decode(ids, skip_special_tokens=True)
                 out[i].append(Generation(text, len(ids), truncated, h, tuple(ids)))
-            bar.update(len(idx) // (n_samples if temperature else 1))
+            bar.update(len(idx))
         bar.close()
         return out
 
